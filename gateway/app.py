@@ -1,0 +1,39 @@
+"""The gateway as one WSGI application."""
+
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wrappers import Response
+
+from gateway.soap.application import SERVICES, GatewayApplication, ServiceEndpoint
+from gateway.thingspace import ThingSpace
+
+SERVICE_ROOT = "/api/v2"
+
+
+def service_path(name):
+    return f"{SERVICE_ROOT}/{name}.svc"
+
+
+def create_app(config, thingspace=None):
+    thingspace = thingspace or ThingSpace(config.upstream)
+    endpoints = {service_path(name): _endpoint(config, name, thingspace) for name in SERVICES}
+    app = DispatcherMiddleware(_not_found, endpoints)
+    # Behind nginx the client's URL (for the WSDL's soap:address) is in these.
+    return ProxyFix(app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1)
+
+
+def service_document(config, name):
+    """The WSDL of service ``name`` at the configured public URL, or host and port."""
+    public_url = config.server.public_url or f"http://{config.server.host}:{config.server.port}"
+    return _endpoint(config, name).app.interface.docs.wsdl11.with_address(public_url + service_path(name))
+
+
+def _endpoint(config, name, thingspace=None):
+    app = GatewayApplication(SERVICES[name], thingspace, config.defaults.mdn_zip_code)
+    return ServiceEndpoint(app, service_path(name), config.server.max_body_bytes, config.server.public_url)
+
+
+def _not_found(environ, start_response):
+    services = ", ".join(service_path(name) for name in SERVICES)
+    response = Response(f"Not found. Services: {services}\n", status=404, mimetype="text/plain")
+    return response(environ, start_response)

@@ -1,0 +1,171 @@
+"""Configuration: an INI file, every key overridable by ``M2MGW_<SECTION>_<KEY>``.
+
+The embedded defaults are ``conf/gateway.ini`` (shipped in the package as
+``defaults.ini``). A file given with ``--config`` is read over them, then the
+environment over both. Every value is checked here, at start-up, so that a bad
+one stops the process with one line naming the key instead of failing later
+on the first request that needs it.
+"""
+
+import configparser
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from gateway.exceptions import ConfigError
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.ini")
+ENV_PREFIX = "M2MGW_"
+
+
+def _text(value):
+    return value.strip()
+
+
+def _port(value):
+    port = _integer(value)
+    if not 0 < port < 65536:
+        raise ValueError(f"must be a TCP port from 1 to 65535, got {port}")
+    return port
+
+
+def _integer(value):
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"must be a whole number, got {value!r}") from None
+
+
+def _positive_integer(value):
+    number = _integer(value)
+    if number <= 0:
+        raise ValueError(f"must be greater than 0, got {number}")
+    return number
+
+
+def _seconds(value):
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"must be a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return seconds
+
+
+def _boolean(value):
+    states = configparser.ConfigParser.BOOLEAN_STATES
+    if value.lower() not in states:
+        raise ValueError(f"must be true or false, got {value!r}")
+    return states[value.lower()]
+
+
+def _url(value):
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _optional(parse):
+    def optional(value):
+        return parse(value) if value else None
+
+    return optional
+
+
+def _required(value):
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+# (section, key) -> parser. The names are the product's public interface.
+SCHEMA = {
+    ("server", "host"): _required,
+    ("server", "port"): _port,
+    ("server", "public_url"): _optional(_url),
+    ("server", "max_body_bytes"): _positive_integer,
+    ("upstream", "base_url"): _url,
+    ("upstream", "oauth_client_id"): _required,
+    ("upstream", "oauth_client_secret"): _required,
+    ("upstream", "timeout_s"): _seconds,
+    ("upstream", "verify_tls"): _boolean,
+    ("defaults", "mdn_zip_code"): _optional(_text),
+}
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str
+    port: int
+    public_url: str | None
+    max_body_bytes: int
+
+
+@dataclass(frozen=True)
+class Upstream:
+    base_url: str
+    oauth_client_id: str
+    oauth_client_secret: str
+    timeout_s: float
+    verify_tls: bool
+
+    def __repr__(self):
+        # Keep the secret out of any log line or traceback that prints this.
+        return f"Upstream(base_url={self.base_url!r}, oauth_client_id={self.oauth_client_id!r}, ...)"
+
+
+@dataclass(frozen=True)
+class Defaults:
+    mdn_zip_code: str | None
+
+
+@dataclass(frozen=True)
+class Config:
+    server: Server
+    upstream: Upstream
+    defaults: Defaults
+
+
+_SECTIONS = {"server": Server, "upstream": Upstream, "defaults": Defaults}
+
+
+def load(path=None, environ=None):
+    """Read the defaults, then ``path``, then the environment; check every key."""
+    environ = os.environ if environ is None else environ
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(DEFAULTS_FILE, encoding="utf-8")
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as file:
+                parser.read_file(file)
+        except OSError as error:
+            raise ConfigError("config", str(path), f"cannot be read: {error.strerror}") from None
+        except configparser.Error as error:
+            raise ConfigError("config", str(path), f"is not a valid INI file: {error.message}") from None
+    _reject_unknown(parser, environ)
+
+    values = {section: {} for section in _SECTIONS}
+    for (section, key), parse in SCHEMA.items():
+        raw = environ.get(f"{ENV_PREFIX}{section}_{key}".upper())
+        if raw is None:
+            raw = parser.get(section, key, fallback="")
+        try:
+            values[section][key] = parse(raw.strip())
+        except ValueError as error:
+            raise ConfigError(section, key, str(error)) from None
+    return Config(**{name: cls(**values[name]) for name, cls in _SECTIONS.items()})
+
+
+def _reject_unknown(parser, environ):
+    # A misspelt key would otherwise be ignored silently and its default used.
+    for section in parser.sections():
+        for key in parser[section]:
+            if (section, key) not in SCHEMA:
+                raise ConfigError(section, key, "is not a known setting")
+    known = {f"{ENV_PREFIX}{section}_{key}".upper() for section, key in SCHEMA}
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name not in known:
+            raise ConfigError("environment", name, "is not a known setting")

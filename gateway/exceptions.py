@@ -1,0 +1,48 @@
+"""Every error the gateway raises on purpose.
+
+The SOAP edge turns each into the fault a legacy client expects; nothing here
+knows about SOAP or HTTP.
+"""
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A configuration value is missing or unusable; start-up stops."""
+
+    def __init__(self, section, key, problem):
+        self.section, self.key, self.problem = section, key, problem
+        super().__init__(f"[{section}] {key}: {problem}")
+
+
+class RequestInvalid(GatewayError):
+    """The legacy request breaks a rule of the legacy contract.
+
+    Raised before anything is sent upstream; ``field`` names the element
+    (its path below Input) and ``rule`` says what was wrong with it.
+    """
+
+    def __init__(self, field, rule):
+        self.field, self.rule = field, rule
+        super().__init__(f"{field}: {rule}")
+
+
+class SessionMissing(GatewayError):
+    """The call needs the v2:token header that LogIn returned, and has none."""
+
+    def __init__(self):
+        super().__init__("The token header is missing: call LogIn and send its SessionToken as v2:token.")
+
+
+class UpstreamError(GatewayError):
+    """ThingSpace answered with its error document ``{errorCode, errorMessage}``."""
+
+    def __init__(self, code, message, status):
+        self.code, self.message, self.status = code, message, status
+        super().__init__(f"{code}: {message}")
+
+
+class UpstreamUnavailable(GatewayError):
+    """ThingSpace could not be reached, or answered outside its own error format."""

@@ -1,0 +1,17 @@
+"""Every XML namespace the gateway reads or writes, by the role it plays."""
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+XSD = "http://www.w3.org/2001/XMLSchema"
+WSDL = "http://schemas.xmlsoap.org/wsdl/"
+WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
+
+# The legacy service namespace: operation wrappers, the token header, callbacks.
+V2 = "http://nphase.com/unifiedwebservice/v2"
+
+_CONTRACT = "http://schemas.datacontract.org/2004/07/NPhase.UnifiedWebService.APIs.v2.Contract."
+COMMON = _CONTRACT + "Common"
+STATE = _CONTRACT + "StateService"
+SESSION = _CONTRACT + "SessionService"
+CALLBACK_REGISTRATION = _CONTRACT + "CallbackRegistrationService"

@@ -1,0 +1,68 @@
+"""One Spyne application per legacy ``.svc`` endpoint."""
+
+from spyne import Application
+from spyne.server.wsgi import WsgiApplication
+from werkzeug.urls import iri_to_uri
+from werkzeug.wsgi import get_host
+
+from gateway import ns
+from gateway.exceptions import GatewayError
+from gateway.soap.faults import to_fault
+from gateway.soap.protocol import WcfSoap11
+from gateway.soap.services import SessionService, StateService
+from gateway.soap.wsdl import ADDRESS_PLACEHOLDER, WcfInterfaceDocuments
+
+SOAP_OVER_HTTP = "http://schemas.xmlsoap.org/soap/http"
+SERVICES = {service.__name__: service for service in (SessionService, StateService)}
+
+
+class GatewayApplication(Application):
+    """A legacy service bound to what its operations need at run time."""
+
+    def __init__(self, service, thingspace=None, mdn_zip_code=None):
+        super().__init__(
+            [service],
+            tns=ns.V2,
+            name=service.__name__,
+            in_protocol=WcfSoap11(),
+            out_protocol=WcfSoap11(),
+            documents_container=WcfInterfaceDocuments,
+        )
+        self.transport = SOAP_OVER_HTTP
+        self.thingspace = thingspace
+        self.mdn_zip_code = mdn_zip_code
+        self.interface.docs.wsdl11.build_interface_document(ADDRESS_PLACEHOLDER)
+
+    def call_wrapper(self, ctx):
+        try:
+            return super().call_wrapper(ctx)
+        except GatewayError as error:
+            raise to_fault(error) from None
+
+
+class ServiceEndpoint(WsgiApplication):
+    """A ``.svc`` URL: SOAP on POST, the WSDL on ``GET ?wsdl`` / ``?singleWsdl``."""
+
+    def __init__(self, app, path, max_body_bytes, public_url=None):
+        super().__init__(app, max_content_length=max_body_bytes)
+        self.path = path
+        self._public_url = public_url
+
+    def is_wsdl_request(self, req_env):
+        query = req_env.get("QUERY_STRING", "").split("&")[0].lower()
+        return req_env["REQUEST_METHOD"] == "GET" and query in ("wsdl", "singlewsdl")
+
+    def handle_wsdl_request(self, req_env, start_response, url):
+        document = self.doc.wsdl11.with_address(self.address(req_env))
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(document)))],
+        )
+        return [document]
+
+    def address(self, environ):
+        """This endpoint's URL as the client reaches it."""
+        if self._public_url:
+            return self._public_url + self.path
+        # SCRIPT_NAME is the reverse proxy's prefix plus our mount path.
+        return iri_to_uri(f"{environ['wsgi.url_scheme']}://{get_host(environ)}{environ.get('SCRIPT_NAME', '')}")

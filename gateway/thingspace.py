@@ -1,0 +1,132 @@
+"""The ThingSpace REST client: OAuth, session login/logout, goToState.
+
+The gateway holds only the OAuth client key and secret. A user's session
+token is never stored here: each call receives the one the legacy client sent.
+"""
+
+import threading
+import time
+
+import requests
+
+from gateway.exceptions import UpstreamError, UpstreamUnavailable
+
+TOKEN_PATH = "/api/ts/v1/oauth2/token"
+LOGIN_PATH = "/api/m2m/v1/session/login"
+LOGOUT_PATH = "/api/m2m/v1/session/logout"
+GO_TO_STATE_PATH = "/api/m2m/v1/devices/actions/goToState"
+
+# Fetch a new bearer this long before the current one expires, so that a
+# token never lapses between our check and ThingSpace's.
+TOKEN_MARGIN_S = 60
+
+
+class ThingSpace:
+    """One client per gateway process; safe to share between threads."""
+
+    def __init__(self, upstream):
+        self._base_url = upstream.base_url
+        self._client_auth = (upstream.oauth_client_id, upstream.oauth_client_secret)
+        self._timeout = upstream.timeout_s
+        self._http = requests.Session()
+        self._http.verify = upstream.verify_tls
+        self._token_lock = threading.Lock()
+        self._token = None
+        self._token_renew_at = 0.0
+
+    def login(self, username, password):
+        """Return the session token for these M2M credentials.
+
+        A refused login is never retried: five failures in a row lock the
+        account.
+        """
+        answer = self._m2m("POST", LOGIN_PATH, None, {"username": username, "password": password})
+        return _field(answer, "sessionToken")
+
+    def logout(self, session_token):
+        answer = self._m2m("POST", LOGOUT_PATH, session_token, None)
+        return answer.get("sessionToken", session_token)
+
+    def go_to_state(self, session_token, body):
+        """Send a goToState body; return ThingSpace's requestId."""
+        answer = self._m2m("PUT", GO_TO_STATE_PATH, session_token, body)
+        return _field(answer, "requestId")
+
+    def _m2m(self, method, path, session_token, body):
+        headers = {}
+        if session_token is not None:
+            headers["VZ-M2M-Token"] = session_token
+        response = self._send(method, path, headers, body, self._bearer())
+        if response.status_code == 401:
+            # Only the bearer was refused, so the call itself never ran:
+            # sending it again with a fresh token cannot do anything twice.
+            response = self._send(method, path, headers, body, self._bearer(renew=True))
+        return _answer(response)
+
+    def _send(self, method, path, headers, body, bearer):
+        headers = {**headers, "Authorization": f"Bearer {bearer}"}
+        return self._request(method, path, headers=headers, json=body)
+
+    def _bearer(self, renew=False):
+        with self._token_lock:
+            if renew or self._token is None or time.monotonic() >= self._token_renew_at:
+                self._fetch_token()
+            return self._token
+
+    def _fetch_token(self):
+        response = self._request(
+            "POST",
+            TOKEN_PATH,
+            auth=self._client_auth,
+            data={"grant_type": "client_credentials"},
+        )
+        if response.status_code != 200:
+            raise UpstreamUnavailable(
+                f"ThingSpace refused the gateway's OAuth client credentials (HTTP {response.status_code}); "
+                "check [upstream] oauth_client_id and oauth_client_secret"
+            )
+        answer = _json(response)
+        token = _field(answer, "access_token")
+        lifetime = answer.get("expires_in", 3600)
+        if not isinstance(lifetime, (int, float)) or lifetime <= 0:
+            raise UpstreamUnavailable("ThingSpace's OAuth answer has no usable expires_in")
+        self._token = token
+        self._token_renew_at = time.monotonic() + max(lifetime - TOKEN_MARGIN_S, lifetime / 2)
+
+    def _request(self, method, path, **kwargs):
+        try:
+            return self._http.request(method, self._base_url + path, timeout=self._timeout, **kwargs)
+        except requests.Timeout:
+            raise UpstreamUnavailable(f"ThingSpace did not answer within {self._timeout:g} s") from None
+        except requests.RequestException as error:
+            raise UpstreamUnavailable(f"ThingSpace could not be reached ({type(error).__name__})") from None
+
+
+def _answer(response):
+    if 200 <= response.status_code < 300:
+        return _json(response)
+    try:
+        error = response.json()
+        code, message = error["errorCode"], error["errorMessage"]
+    except (ValueError, KeyError, TypeError):
+        raise UpstreamUnavailable(
+            f"ThingSpace answered HTTP {response.status_code} without its error document"
+        ) from None
+    raise UpstreamError(str(code), str(message), response.status_code)
+
+
+def _json(response):
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise UpstreamUnavailable(f"ThingSpace answered HTTP {response.status_code} with a body that is not a JSON object")
+    return answer
+
+
+def _field(answer, name):
+    value = answer.get(name)
+    if not isinstance(value, str) or not value:
+        raise UpstreamUnavailable(f"ThingSpace's answer has no {name}")
+    return value

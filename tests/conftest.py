@@ -1,0 +1,122 @@
+"""Real processes on 127.0.0.1: the simulator and the gateway, started as a user would."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTUP_TIMEOUT_S = 20
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    """A ``python -m gateway`` child process listening on a port of 127.0.0.1."""
+
+    def __init__(self, args, port, env=None, log_path=None):
+        self.args, self.port = args, port
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log_path
+        self.url = f"http://127.0.0.1:{port}"
+        self.popen = None
+
+    def start(self):
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "gateway", *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, self.popen)
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.popen and self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            self.popen.wait(timeout=10)
+
+    def log(self):
+        return Path(self.log_path).read_text(errors="replace") if self.log_path else ""
+
+
+def wait_for_port(port, popen):
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            raise RuntimeError(f"process exited with {popen.returncode} before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Simulator(Process):
+    def __init__(self, tmp_path, *extra, port=None):
+        port = port or free_port()
+        args = ["simulator", "--port", str(port), "--callback-retry-s", "0.2", *extra]
+        super().__init__(args, port, log_path=tmp_path / "simulator.log")
+
+    def requests(self, path=None):
+        records = requests.get(self.url + "/_simulator/requests", timeout=5).json()
+        return [r for r in records if path is None or r["path"] == path]
+
+    def reset(self):
+        requests.post(self.url + "/_simulator/reset", timeout=5).raise_for_status()
+
+    def fail_device(self, device_id, code, description):
+        answer = requests.post(
+            self.url + "/_simulator/failing-devices",
+            json={"id": device_id, "reasonCode": code, "reasonDesc": description},
+            timeout=5,
+        )
+        answer.raise_for_status()
+
+
+class Gateway(Process):
+    def __init__(self, tmp_path, upstream_url, **settings):
+        port = free_port()
+        env = {
+            "M2MGW_SERVER_PORT": str(port),
+            "M2MGW_UPSTREAM_BASE_URL": upstream_url,
+            **{f"M2MGW_{key.upper()}": str(value) for key, value in settings.items()},
+        }
+        super().__init__(["serve"], port, env=env, log_path=tmp_path / "gateway.log")
+
+    def service_url(self, service):
+        return f"{self.url}/api/v2/{service}.svc"
+
+
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory):
+    process = Simulator(tmp_path_factory.mktemp("simulator")).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory, simulator):
+    process = Gateway(tmp_path_factory.mktemp("gateway"), simulator.url).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def upstream(simulator):
+    """The shared simulator, with nothing recorded yet."""
+    simulator.reset()
+    return simulator

@@ -1,0 +1,92 @@
+"""Configuration: embedded defaults, a file over them, the environment over both."""
+
+import subprocess
+import sys
+
+import pytest
+
+from gateway import config
+from gateway.exceptions import ConfigError
+
+
+def test_embedded_defaults_load_and_point_at_the_simulator():
+    settings = config.load(environ={})
+    assert settings.server.port == 8080
+    assert settings.upstream.base_url == "http://127.0.0.1:8081"
+    assert settings.upstream.verify_tls is True
+    assert settings.defaults.mdn_zip_code is None
+
+
+def test_every_key_is_overridden_by_its_environment_variable():
+    environ = {
+        "M2MGW_SERVER_HOST": "0.0.0.0",
+        "M2MGW_SERVER_PORT": "9000",
+        "M2MGW_SERVER_PUBLIC_URL": "https://m2m.example.com/",
+        "M2MGW_SERVER_MAX_BODY_BYTES": "1000",
+        "M2MGW_UPSTREAM_BASE_URL": "https://thingspace.verizon.com",
+        "M2MGW_UPSTREAM_OAUTH_CLIENT_ID": "key",
+        "M2MGW_UPSTREAM_OAUTH_CLIENT_SECRET": "secret",
+        "M2MGW_UPSTREAM_TIMEOUT_S": "2.5",
+        "M2MGW_UPSTREAM_VERIFY_TLS": "false",
+        "M2MGW_DEFAULTS_MDN_ZIP_CODE": "94203",
+    }
+    settings = config.load(environ=environ)
+    assert settings.server == config.Server("0.0.0.0", 9000, "https://m2m.example.com", 1000)
+    assert settings.upstream == config.Upstream("https://thingspace.verizon.com", "key", "secret", 2.5, False)
+    assert settings.defaults.mdn_zip_code == "94203"
+    assert len(environ) == len(config.SCHEMA), "a key of the schema has no test here"
+
+
+def test_a_file_is_read_over_the_defaults_and_under_the_environment(tmp_path):
+    path = tmp_path / "site.ini"
+    path.write_text("[server]\nport = 9100\n[defaults]\nmdn_zip_code = 10001\n")
+    settings = config.load(path, environ={"M2MGW_SERVER_PORT": "9200"})
+    assert settings.server.port == 9200
+    assert settings.defaults.mdn_zip_code == "10001"
+    assert settings.upstream.base_url == "http://127.0.0.1:8081"
+
+
+@pytest.mark.parametrize(
+    "environ, section, key, phrase",
+    [
+        ({"M2MGW_SERVER_PORT": "eighty"}, "server", "port", "whole number"),
+        ({"M2MGW_SERVER_PORT": "70000"}, "server", "port", "1 to 65535"),
+        ({"M2MGW_UPSTREAM_BASE_URL": "ftp://x"}, "upstream", "base_url", "http"),
+        ({"M2MGW_UPSTREAM_OAUTH_CLIENT_ID": ""}, "upstream", "oauth_client_id", "must not be empty"),
+        ({"M2MGW_UPSTREAM_TIMEOUT_S": "0"}, "upstream", "timeout_s", "greater than 0"),
+        ({"M2MGW_UPSTREAM_VERIFY_TLS": "maybe"}, "upstream", "verify_tls", "true or false"),
+        ({"M2MGW_SERVER_MAX_BODY_BYTES": "-1"}, "server", "max_body_bytes", "greater than 0"),
+        ({"M2MGW_SERVER_PROT": "1"}, "environment", "M2MGW_SERVER_PROT", "not a known setting"),
+    ],
+)
+def test_a_bad_value_names_its_key(environ, section, key, phrase):
+    with pytest.raises(ConfigError) as raised:
+        config.load(environ=environ)
+    assert (raised.value.section, raised.value.key) == (section, key)
+    assert phrase in str(raised.value)
+
+
+def test_an_unknown_key_in_a_file_is_refused(tmp_path):
+    path = tmp_path / "site.ini"
+    path.write_text("[upstream]\nbase_ulr = http://x\n")
+    with pytest.raises(ConfigError, match=r"\[upstream\] base_ulr: is not a known setting"):
+        config.load(path, environ={})
+
+
+def test_the_oauth_secret_stays_out_of_the_settings_repr():
+    settings = config.load(environ={"M2MGW_UPSTREAM_OAUTH_CLIENT_SECRET": "s3cr3t-value"})
+    assert "s3cr3t-value" not in repr(settings)
+
+
+def test_serve_stops_at_start_up_with_one_line_naming_the_key():
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"],
+        env={"M2MGW_UPSTREAM_TIMEOUT_S": "soon", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "m2m-gateway: configuration error: [upstream] timeout_s: must be a number of seconds, got 'soon'"
+    ]
