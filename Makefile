@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 wsdl: $(STAMP)
-	for s in SessionService StateService; do \
+	for s in CallbackRegistrationService SessionService StateService; do \
 		$(BIN)/m2m-gateway wsdl $$s > wsdl/$$s.wsdl || exit 1; \
 	done
 

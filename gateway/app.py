@@ -1,10 +1,14 @@
-"""The gateway as one WSGI application."""
+"""The gateway as one WSGI application, and what it needs at run time."""
 
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
+from gateway.callbacks.delivery import DeliveryWorker
+from gateway.callbacks.receiver import CallbackReceiver
+from gateway.callbacks.registration import Registrar
 from gateway.soap.application import SERVICES, GatewayApplication, ServiceEndpoint
+from gateway.store import SqliteStore
 from gateway.thingspace import ThingSpace
 
 SERVICE_ROOT = "/api/v2"
@@ -14,10 +18,23 @@ def service_path(name):
     return f"{SERVICE_ROOT}/{name}.svc"
 
 
-def create_app(config, thingspace=None):
-    thingspace = thingspace or ThingSpace(config.upstream)
-    endpoints = {service_path(name): _endpoint(config, name, thingspace) for name in SERVICES}
-    app = DispatcherMiddleware(_not_found, endpoints)
+class Runtime:
+    """The long-lived parts every request shares: upstream client, store, registrar."""
+
+    def __init__(self, config):
+        self.config = config
+        self.thingspace = ThingSpace(config.upstream)
+        self.store = SqliteStore(config.store.path)
+        self.registrar = Registrar(config, self.thingspace, self.store)
+
+
+def create_app(config):
+    """The gateway's WSGI application; starts this process's delivery worker."""
+    runtime = Runtime(config)
+    worker = DeliveryWorker(runtime.store, config.callbacks).start()
+    mounts = {service_path(name): _endpoint(config, name, runtime) for name in SERVICES}
+    mounts[config.callbacks.path] = CallbackReceiver(runtime.store, runtime.registrar.gateway_credentials, worker.wake)
+    app = DispatcherMiddleware(_not_found, mounts)
     # Behind nginx the client's URL (for the WSDL's soap:address) is in these.
     return ProxyFix(app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1)
 
@@ -28,8 +45,8 @@ def service_document(config, name):
     return _endpoint(config, name).app.interface.docs.wsdl11.with_address(public_url + service_path(name))
 
 
-def _endpoint(config, name, thingspace=None):
-    app = GatewayApplication(SERVICES[name], thingspace, config.defaults.mdn_zip_code)
+def _endpoint(config, name, runtime=None):
+    app = GatewayApplication(SERVICES[name], runtime)
     return ServiceEndpoint(app, service_path(name), config.server.max_body_bytes, config.server.public_url)
 
 

@@ -5,7 +5,7 @@ import logging
 import sys
 
 from gateway import __version__, config
-from gateway.exceptions import ConfigError
+from gateway.exceptions import ConfigError, GatewayError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -23,6 +23,9 @@ def main(argv=None):
     except ConfigError as error:
         print(f"m2m-gateway: configuration error: {error}", file=sys.stderr)
         return 2
+    except GatewayError as error:
+        print(f"m2m-gateway: {error}", file=sys.stderr)
+        return 1
 
 
 def _parser():
@@ -52,14 +55,76 @@ def _parser():
     _config_option(wsdl)
     wsdl.set_defaults(command=_wsdl)
 
+    callbacks = commands.add_parser(
+        "callbacks",
+        help="legacy callback registrations and the delivery outbox",
+        description="See and change legacy callback registrations; see and re-drive undelivered callbacks.",
+    )
+    _callbacks_commands(callbacks)
+
+    listener = commands.add_parser(
+        "demo-listener",
+        help="a legacy callback listener that prints what it receives",
+        description="Answer 200 to every POST and print the SOAP callback envelope.",
+    )
+    listener.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    listener.add_argument("--port", type=int, default=8082, help="port to listen on (default %(default)s)")
+    listener.set_defaults(command=lambda args: _import("gateway.listener").serve(args.host, args.port))
+
     demo = commands.add_parser(
         "demo",
         help="run the gateway with the simulator behind it (make run)",
         description="Start the simulator and the gateway, print URLs and ready-to-paste curl commands.",
     )
     _config_option(demo)
+    demo.add_argument("--listener-port", type=int, default=8082, help="port of the demo listener (default %(default)s)")
     demo.set_defaults(command=_demo)
     return parser
+
+
+def _callbacks_commands(parser):
+    actions = parser.add_subparsers(title="actions", required=True, metavar="ACTION")
+
+    def action(name, command, help, description):
+        sub = actions.add_parser(name, help=help, description=description)
+        _config_option(sub)
+        sub.set_defaults(command=command)
+        return sub
+
+    m2m_help = "ThingSpace M2M user to log in as; the password is read from $THINGSPACE_PASSWORD or prompted"
+    register = action(
+        "register",
+        _callbacks_register,
+        "register a legacy listener, and the gateway with ThingSpace",
+        "Keep ACCOUNT's SERVICE listener URL here and register the gateway's receiver with ThingSpace.",
+    )
+    register.add_argument("account", metavar="ACCOUNT")
+    register.add_argument("service", metavar="SERVICE", help="StateService")
+    register.add_argument("url", metavar="URL", help="the legacy listener's URL")
+    register.add_argument("--listener-username", default="", help="Username to put in its envelopes")
+    register.add_argument(
+        "--listener-password",
+        action="store_true",
+        help="put a Password in its envelopes: read from $LISTENER_PASSWORD or prompted",
+    )
+    register.add_argument("--m2m-user", required=True, help=m2m_help)
+
+    unregister = action(
+        "unregister", _callbacks_unregister, "remove a registration, here and at ThingSpace", "Remove ACCOUNT's SERVICE registration."
+    )
+    unregister.add_argument("account", metavar="ACCOUNT")
+    unregister.add_argument("service", metavar="SERVICE")
+    unregister.add_argument("--m2m-user", required=True, help=m2m_help)
+
+    action("list", _callbacks_list, "the legacy listeners registered here", "List the legacy listeners registered here.")
+    outbox_help = {"pending": "callbacks waiting for delivery", "dead": "callbacks that used up their attempts"}
+    for state, help in outbox_help.items():
+        action(state, _callbacks_outbox, help, f"List the {help}.").set_defaults(state=state)
+
+    retry = action("retry", _callbacks_retry, "re-drive dead callbacks", "Put dead callbacks back to pending, attempts reset.")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", metavar="ID", type=int, nargs="?", help="one callback, by the id `dead` lists")
+    which.add_argument("--all", action="store_true", help="every dead callback")
 
 
 def _config_option(parser):
@@ -149,7 +214,102 @@ def _wsdl(args):
     return 0
 
 
+def _import(name):
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def _store(args):
+    from gateway.store import SqliteStore
+
+    return SqliteStore(config.load(args.config).store.path)
+
+
+def _m2m_session(args):
+    """A ThingSpace session for an operator command, logged out afterwards."""
+    import contextlib
+    import getpass
+    import os
+
+    from gateway.thingspace import ThingSpace
+
+    settings = config.load(args.config)
+    thingspace = ThingSpace(settings.upstream)
+    password = os.environ.get("THINGSPACE_PASSWORD") or getpass.getpass(f"ThingSpace password for {args.m2m_user}: ")
+
+    @contextlib.contextmanager
+    def session():
+        token = thingspace.login(args.m2m_user, password)
+        try:
+            yield settings, thingspace, token
+        finally:
+            thingspace.logout(token)
+
+    return session()
+
+
+def _registrar(settings, thingspace):
+    from gateway.callbacks.registration import Registrar
+    from gateway.store import SqliteStore
+
+    return Registrar(settings, thingspace, SqliteStore(settings.store.path))
+
+
+def _callbacks_register(args):
+    import getpass
+    import os
+
+    password = ""
+    if args.listener_password:
+        password = os.environ.get("LISTENER_PASSWORD") or getpass.getpass("Password for the listener's envelopes: ")
+    with _m2m_session(args) as (settings, thingspace, token):
+        _registrar(settings, thingspace).register(
+            token, args.account, args.service, args.url, args.listener_username, password
+        )
+    print(f"registered: {args.account} {args.service} -> {args.url}")
+
+
+def _callbacks_unregister(args):
+    with _m2m_session(args) as (settings, thingspace, token):
+        _registrar(settings, thingspace).unregister(token, args.account, args.service)
+    print(f"unregistered: {args.account} {args.service}")
+
+
+def _callbacks_list(args):
+    for registration in _store(args).registrations():
+        print(f"{registration.account}\t{registration.service}\t{registration.url}\t{registration.username}")
+
+
+def _callbacks_outbox(args):
+    import datetime
+
+    def when(timestamp):
+        return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(timespec="seconds") if timestamp else "-"
+
+    print("id\taccount\tservice\trequestId\tstate\tattempts\treceived\tnext attempt\tlast error")
+    for entry in _store(args).outbox(args.state):
+        print(
+            f"{entry.id}\t{entry.account}\t{entry.service}\t{entry.request_id}\t{entry.state}\t{entry.attempts}"
+            f"\t{when(entry.received_at)}\t{when(entry.next_attempt_at)}\t{entry.last_error or '-'}"
+        )
+
+
+def _callbacks_retry(args):
+    import time
+
+    store = _store(args)
+    if args.all:
+        print(f"{store.retry_all(time.time())} callbacks back to pending")
+        return 0
+    if not store.retry(args.id, time.time()):
+        print(f"m2m-gateway: no dead callback with id {args.id}", file=sys.stderr)
+        return 1
+    print(f"callback {args.id} back to pending")
+    return 0
+
+
 def _demo(args):
     from gateway.demo import run
 
-    return run(config.load(args.config), args.config)
+    return run(config.load(args.config), args.config, args.listener_port)

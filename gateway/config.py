@@ -68,6 +68,12 @@ def _url(value):
     return value.rstrip("/")
 
 
+def _path(value):
+    if not value.startswith("/") or value.endswith("/") or "?" in value:
+        raise ValueError(f"must be a URL path like /callbacks/thingspace, got {value!r}")
+    return value
+
+
 def _optional(parse):
     def optional(value):
         return parse(value) if value else None
@@ -93,6 +99,15 @@ SCHEMA = {
     ("upstream", "timeout_s"): _seconds,
     ("upstream", "verify_tls"): _boolean,
     ("defaults", "mdn_zip_code"): _optional(_text),
+    ("callbacks", "path"): _path,
+    ("callbacks", "public_url"): _optional(_url),
+    ("callbacks", "username"): _optional(_text),
+    ("callbacks", "password"): _optional(_text),
+    ("callbacks", "max_attempts"): _positive_integer,
+    ("callbacks", "backoff_s"): _seconds,
+    ("callbacks", "timeout_s"): _seconds,
+    ("callbacks", "expire_after_s"): _seconds,
+    ("store", "path"): _required,
 }
 
 
@@ -123,13 +138,42 @@ class Defaults:
 
 
 @dataclass(frozen=True)
+class Callbacks:
+    path: str
+    public_url: str | None
+    username: str | None
+    password: str | None
+    max_attempts: int
+    backoff_s: float
+    timeout_s: float
+    expire_after_s: float
+
+    def __repr__(self):
+        return f"Callbacks(path={self.path!r}, public_url={self.public_url!r}, ...)"
+
+
+@dataclass(frozen=True)
+class Store:
+    path: str
+
+
+@dataclass(frozen=True)
 class Config:
     server: Server
     upstream: Upstream
     defaults: Defaults
+    callbacks: Callbacks
+    store: Store
+
+    def callback_url(self):
+        """The URL ThingSpace posts callbacks to (the receiver, as the world reaches it)."""
+        if self.callbacks.public_url:
+            return self.callbacks.public_url
+        base = self.server.public_url or f"http://{self.server.host}:{self.server.port}"
+        return base + self.callbacks.path
 
 
-_SECTIONS = {"server": Server, "upstream": Upstream, "defaults": Defaults}
+_SECTIONS = {"server": Server, "upstream": Upstream, "defaults": Defaults, "callbacks": Callbacks, "store": Store}
 
 
 def load(path=None, environ=None):
@@ -156,6 +200,10 @@ def load(path=None, environ=None):
             values[section][key] = parse(raw.strip())
         except ValueError as error:
             raise ConfigError(section, key, str(error)) from None
+    callbacks = values["callbacks"]
+    if bool(callbacks["username"]) != bool(callbacks["password"]):
+        missing = "password" if callbacks["username"] else "username"
+        raise ConfigError("callbacks", missing, "must be set together with the other of username and password")
     return Config(**{name: cls(**values[name]) for name, cls in _SECTIONS.items()})
 
 

@@ -6,6 +6,7 @@ token is never stored here: each call receives the one the legacy client sent.
 
 import threading
 import time
+from urllib.parse import quote
 
 import requests
 
@@ -15,6 +16,8 @@ TOKEN_PATH = "/api/ts/v1/oauth2/token"
 LOGIN_PATH = "/api/m2m/v1/session/login"
 LOGOUT_PATH = "/api/m2m/v1/session/logout"
 GO_TO_STATE_PATH = "/api/m2m/v1/devices/actions/goToState"
+CALLBACKS_PATH = "/api/m2m/v1/callbacks/{account}"
+CALLBACK_PATH = "/api/m2m/v1/callbacks/{account}/name/{name}"
 
 # Fetch a new bearer this long before the current one expires, so that a
 # token never lapses between our check and ThingSpace's.
@@ -45,12 +48,25 @@ class ThingSpace:
 
     def logout(self, session_token):
         answer = self._m2m("POST", LOGOUT_PATH, session_token, None)
-        return answer.get("sessionToken", session_token)
+        return answer.get("sessionToken", session_token) if isinstance(answer, dict) else session_token
 
     def go_to_state(self, session_token, body):
         """Send a goToState body; return ThingSpace's requestId."""
         answer = self._m2m("PUT", GO_TO_STATE_PATH, session_token, body)
         return _field(answer, "requestId")
+
+    def register_callback(self, session_token, account, name, url, username, password):
+        """Have ThingSpace post ``name`` callbacks of ``account`` to ``url``."""
+        body = {"name": name, "url": url, "username": username, "password": password}
+        self._m2m("POST", CALLBACKS_PATH.format(account=quote(account, safe="")), session_token, body)
+
+    def unregister_callback(self, session_token, account, name):
+        path = CALLBACK_PATH.format(account=quote(account, safe=""), name=quote(name, safe=""))
+        self._m2m("DELETE", path, session_token, None)
+
+    def callbacks(self, session_token, account):
+        """ThingSpace's registrations for ``account``; also proves the session may see it."""
+        return self._m2m("GET", CALLBACKS_PATH.format(account=quote(account, safe="")), session_token, None)
 
     def _m2m(self, method, path, session_token, body):
         headers = {}
@@ -120,13 +136,13 @@ def _json(response):
         answer = response.json()
     except ValueError:
         answer = None
-    if not isinstance(answer, dict):
-        raise UpstreamUnavailable(f"ThingSpace answered HTTP {response.status_code} with a body that is not a JSON object")
+    if not isinstance(answer, (dict, list)):
+        raise UpstreamUnavailable(f"ThingSpace answered HTTP {response.status_code} with a body that is not JSON")
     return answer
 
 
 def _field(answer, name):
-    value = answer.get(name)
+    value = answer.get(name) if isinstance(answer, dict) else None
     if not isinstance(value, str) or not value:
         raise UpstreamUnavailable(f"ThingSpace's answer has no {name}")
     return value

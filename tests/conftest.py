@@ -93,6 +93,7 @@ class Gateway(Process):
         env = {
             "M2MGW_SERVER_PORT": str(port),
             "M2MGW_UPSTREAM_BASE_URL": upstream_url,
+            "M2MGW_STORE_PATH": str(tmp_path / "gateway.sqlite3"),
             **{f"M2MGW_{key.upper()}": str(value) for key, value in settings.items()},
         }
         super().__init__(["serve"], port, env=env, log_path=tmp_path / "gateway.log")
@@ -120,3 +121,62 @@ def upstream(simulator):
     """The shared simulator, with nothing recorded yet."""
     simulator.reset()
     return simulator
+
+
+class Listener:
+    """A legacy callback listener on 127.0.0.1: records every POST, answers what it is told."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.received = []
+        self.status = 200
+        self._lock = threading.Lock()
+        listener = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with listener._lock:
+                    status = listener.status
+                    listener.received.append((self.path, dict(self.headers), body, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/listener"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def acknowledged(self):
+        """Bodies the listener answered 2xx, in arrival order."""
+        with self._lock:
+            return [body for _, _, body, status in self.received if 200 <= status < 300]
+
+    def all(self):
+        with self._lock:
+            return list(self.received)
+
+    def wait_for(self, count, timeout_s=30):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(self.acknowledged()) >= count:
+                return self.acknowledged()
+            time.sleep(0.05)
+        raise AssertionError(f"{len(self.acknowledged())} of {count} callbacks acknowledged after {timeout_s} s")
+
+    def close(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def listener():
+    server = Listener()
+    yield server
+    server.close()

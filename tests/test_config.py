@@ -9,6 +9,14 @@ from gateway import config
 from gateway.exceptions import ConfigError
 
 
+def test_the_callback_url_follows_the_server_unless_configured():
+    assert config.load(environ={}).callback_url() == "http://127.0.0.1:8080/callbacks/thingspace"
+    behind_proxy = config.load(environ={"M2MGW_SERVER_PUBLIC_URL": "https://m2m.example.com"})
+    assert behind_proxy.callback_url() == "https://m2m.example.com/callbacks/thingspace"
+    explicit = config.load(environ={"M2MGW_CALLBACKS_PUBLIC_URL": "https://hooks.example.com/ts"})
+    assert explicit.callback_url() == "https://hooks.example.com/ts"
+
+
 def test_embedded_defaults_load_and_point_at_the_simulator():
     settings = config.load(environ={})
     assert settings.server.port == 8080
@@ -29,11 +37,24 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_UPSTREAM_TIMEOUT_S": "2.5",
         "M2MGW_UPSTREAM_VERIFY_TLS": "false",
         "M2MGW_DEFAULTS_MDN_ZIP_CODE": "94203",
+        "M2MGW_CALLBACKS_PATH": "/ts/callbacks",
+        "M2MGW_CALLBACKS_PUBLIC_URL": "https://m2m.example.com/ts/callbacks",
+        "M2MGW_CALLBACKS_USERNAME": "gw",
+        "M2MGW_CALLBACKS_PASSWORD": "pw",
+        "M2MGW_CALLBACKS_MAX_ATTEMPTS": "7",
+        "M2MGW_CALLBACKS_BACKOFF_S": "1.5",
+        "M2MGW_CALLBACKS_TIMEOUT_S": "3",
+        "M2MGW_CALLBACKS_EXPIRE_AFTER_S": "60",
+        "M2MGW_STORE_PATH": "/srv/m2m/gateway.sqlite3",
     }
     settings = config.load(environ=environ)
     assert settings.server == config.Server("0.0.0.0", 9000, "https://m2m.example.com", 1000)
     assert settings.upstream == config.Upstream("https://thingspace.verizon.com", "key", "secret", 2.5, False)
     assert settings.defaults.mdn_zip_code == "94203"
+    assert settings.callbacks == config.Callbacks(
+        "/ts/callbacks", "https://m2m.example.com/ts/callbacks", "gw", "pw", 7, 1.5, 3.0, 60.0
+    )
+    assert settings.store.path == "/srv/m2m/gateway.sqlite3"
     assert len(environ) == len(config.SCHEMA), "a key of the schema has no test here"
 
 
@@ -57,6 +78,10 @@ def test_a_file_is_read_over_the_defaults_and_under_the_environment(tmp_path):
         ({"M2MGW_UPSTREAM_VERIFY_TLS": "maybe"}, "upstream", "verify_tls", "true or false"),
         ({"M2MGW_SERVER_MAX_BODY_BYTES": "-1"}, "server", "max_body_bytes", "greater than 0"),
         ({"M2MGW_SERVER_PROT": "1"}, "environment", "M2MGW_SERVER_PROT", "not a known setting"),
+        ({"M2MGW_CALLBACKS_PATH": "callbacks"}, "callbacks", "path", "URL path"),
+        ({"M2MGW_CALLBACKS_MAX_ATTEMPTS": "0"}, "callbacks", "max_attempts", "greater than 0"),
+        ({"M2MGW_CALLBACKS_USERNAME": "gw"}, "callbacks", "password", "together"),
+        ({"M2MGW_STORE_PATH": ""}, "store", "path", "must not be empty"),
     ],
 )
 def test_a_bad_value_names_its_key(environ, section, key, phrase):
@@ -73,9 +98,15 @@ def test_an_unknown_key_in_a_file_is_refused(tmp_path):
         config.load(path, environ={})
 
 
-def test_the_oauth_secret_stays_out_of_the_settings_repr():
-    settings = config.load(environ={"M2MGW_UPSTREAM_OAUTH_CLIENT_SECRET": "s3cr3t-value"})
-    assert "s3cr3t-value" not in repr(settings)
+def test_secrets_stay_out_of_the_settings_repr():
+    settings = config.load(
+        environ={
+            "M2MGW_UPSTREAM_OAUTH_CLIENT_SECRET": "s3cr3t-value",
+            "M2MGW_CALLBACKS_USERNAME": "cb-user-value",
+            "M2MGW_CALLBACKS_PASSWORD": "cb-pass-value",
+        }
+    )
+    assert not {"s3cr3t-value", "cb-user-value", "cb-pass-value"} & set(repr(settings).split("'"))
 
 
 def test_serve_stops_at_start_up_with_one_line_naming_the_key():

@@ -607,7 +607,7 @@ def test_echoed_values_are_cut_short(make_request):
 
     assert "X" * 41 not in error.rule
     assert repr("X" * 40) in error.rule
-    assert "100000 characters" in error.rule
+    assert "100,000 characters" in error.rule
 
 
 # -- the order of checks: the first problem found is the one reported -----------------

@@ -9,17 +9,19 @@ from gateway import ns
 from gateway.exceptions import GatewayError
 from gateway.soap.faults import to_fault
 from gateway.soap.protocol import WcfSoap11
-from gateway.soap.services import SessionService, StateService
+from gateway.soap.services import CallbackRegistrationService, SessionService, StateService
 from gateway.soap.wsdl import ADDRESS_PLACEHOLDER, WcfInterfaceDocuments
 
 SOAP_OVER_HTTP = "http://schemas.xmlsoap.org/soap/http"
-SERVICES = {service.__name__: service for service in (SessionService, StateService)}
+SERVICES = {
+    service.__name__: service for service in (SessionService, StateService, CallbackRegistrationService)
+}
 
 
 class GatewayApplication(Application):
-    """A legacy service bound to what its operations need at run time."""
+    """A legacy service bound to what its operations need at run time (``runtime``)."""
 
-    def __init__(self, service, thingspace=None, mdn_zip_code=None):
+    def __init__(self, service, runtime=None):
         super().__init__(
             [service],
             tns=ns.V2,
@@ -29,8 +31,7 @@ class GatewayApplication(Application):
             documents_container=WcfInterfaceDocuments,
         )
         self.transport = SOAP_OVER_HTTP
-        self.thingspace = thingspace
-        self.mdn_zip_code = mdn_zip_code
+        self.runtime = runtime
         self.interface.docs.wsdl11.build_interface_document(ADDRESS_PLACEHOLDER)
 
     def call_wrapper(self, ctx):

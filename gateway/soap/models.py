@@ -98,3 +98,41 @@ class LogOutRequest(ComplexModel):
 class LogOutResult(ComplexModel):
     __namespace__ = ns.SESSION
     _type_info = [("SessionToken", Unicode)]
+
+
+# -- CallbackRegistrationService -------------------------------------------
+
+
+class RegisterCallbackRequest(ComplexModel):
+    __namespace__ = ns.CALLBACK_REGISTRATION
+    _type_info = [
+        ("AccountName", Unicode),
+        ("ServiceName", Unicode),
+        ("Url", Unicode),
+        ("Username", Unicode),
+        ("Password", Unicode),
+    ]
+
+
+class CallbackRegistrationKey(ComplexModel):
+    """A registration's key: UnregisterCallback's Input, and what Register/Unregister answer."""
+
+    __namespace__ = ns.CALLBACK_REGISTRATION
+    _type_info = [("AccountName", Unicode), ("ServiceName", Unicode)]
+
+
+class GetCallbackRegistrationsRequest(ComplexModel):
+    __namespace__ = ns.CALLBACK_REGISTRATION
+    _type_info = [("AccountName", Unicode)]
+
+
+class CallbackRegistration(ComplexModel):
+    """A legacy listener as the gateway keeps it; its password is never returned."""
+
+    __namespace__ = ns.CALLBACK_REGISTRATION
+    _type_info = [("ServiceName", Unicode), ("Url", Unicode), ("Username", Unicode)]
+
+
+class GetCallbackRegistrationsResult(ComplexModel):
+    __namespace__ = ns.CALLBACK_REGISTRATION
+    _type_info = [("AccountName", Unicode), ("Registrations", _array_of(CallbackRegistration))]

@@ -1,18 +1,28 @@
 """The legacy services: each operation is validation, one upstream call, an answer."""
 
+import logging
+import time
+
 from spyne import ServiceBase, rpc
 
 from gateway.exceptions import RequestInvalid, SessionMissing
 from gateway.soap.models import (
+    CallbackRegistration,
+    CallbackRegistrationKey,
+    GetCallbackRegistrationsRequest,
+    GetCallbackRegistrationsResult,
     GoToStateRequest,
     GoToStateResult,
     LogInRequest,
     LogInResult,
     LogOutRequest,
     LogOutResult,
+    RegisterCallbackRequest,
     Token,
 )
-from gateway.translate import gotostate
+from gateway.translate import callback, gotostate
+
+log = logging.getLogger(__name__)
 
 
 def _returns(result):
@@ -37,12 +47,12 @@ class SessionService(ServiceBase):
         request = _required(Input, "Input")
         username = _required(request.Username, "Username")
         password = _required(request.Password, "Password")
-        return LogInResult(SessionToken=ctx.app.thingspace.login(username, password))
+        return LogInResult(SessionToken=ctx.app.runtime.thingspace.login(username, password))
 
     @rpc(LogOutRequest, **_returns(LogOutResult))
     def LogOut(ctx, Input):
         token = _required(_required(Input, "Input").SessionToken, "SessionToken")
-        return LogOutResult(SessionToken=ctx.app.thingspace.logout(token))
+        return LogOutResult(SessionToken=ctx.app.runtime.thingspace.logout(token))
 
 
 class StateService(ServiceBase):
@@ -50,6 +60,40 @@ class StateService(ServiceBase):
 
     @rpc(GoToStateRequest, **_returns(GoToStateResult))
     def GoToState(ctx, Input):
+        runtime = ctx.app.runtime
         token = _session_token(ctx)
-        body = gotostate.to_rest(_required(Input, "Input"), ctx.app.mdn_zip_code)
-        return GoToStateResult(RequestId=ctx.app.thingspace.go_to_state(token, body))
+        request = _required(Input, "Input")
+        body = gotostate.to_rest(request, runtime.config.defaults.mdn_zip_code)
+        request_id = runtime.thingspace.go_to_state(token, body)
+        try:
+            runtime.store.remember_request(request_id, callback.kind_spellings(request), time.time())
+        except Exception:  # ThingSpace has the request: its RequestId must reach the client
+            log.exception("requestId=%s: the kind spellings were not stored; callbacks spell kinds in upper case", request_id)
+        return GoToStateResult(RequestId=request_id)
+
+
+class CallbackRegistrationService(ServiceBase):
+    __in_header__ = Token
+
+    @rpc(RegisterCallbackRequest, **_returns(CallbackRegistrationKey))
+    def RegisterCallback(ctx, Input):
+        request = _required(Input, "Input")
+        ctx.app.runtime.registrar.register(
+            _session_token(ctx), request.AccountName, request.ServiceName, request.Url, request.Username, request.Password
+        )
+        return CallbackRegistrationKey(AccountName=request.AccountName, ServiceName=request.ServiceName)
+
+    @rpc(CallbackRegistrationKey, **_returns(CallbackRegistrationKey))
+    def UnregisterCallback(ctx, Input):
+        request = _required(Input, "Input")
+        ctx.app.runtime.registrar.unregister(_session_token(ctx), request.AccountName, request.ServiceName)
+        return CallbackRegistrationKey(AccountName=request.AccountName, ServiceName=request.ServiceName)
+
+    @rpc(GetCallbackRegistrationsRequest, **_returns(GetCallbackRegistrationsResult))
+    def GetCallbackRegistrations(ctx, Input):
+        account = _required(Input, "Input").AccountName
+        registrations = ctx.app.runtime.registrar.registrations(_session_token(ctx), account)
+        return GetCallbackRegistrationsResult(
+            AccountName=account,
+            Registrations=[CallbackRegistration(ServiceName=r.service, Url=r.url, Username=r.username) for r in registrations],
+        )

@@ -19,6 +19,7 @@ lower-cased, because ThingSpace spells them that way.
 import re
 
 from gateway.exceptions import RequestInvalid
+from gateway.translate.echo import shown
 
 MAX_DEVICES = 10_000
 MAX_SKU_NUMBER_LENGTH = 20
@@ -37,8 +38,6 @@ _CUSTOM_VALUE_CHARACTERS_TEXT = "ASCII letters and digits, space and / @ . , : -
 
 _PUBLIC_IP_RESTRICTION_CODES = {"restricted": "R", "unrestricted": "U"}
 
-# The fault text goes back to the client verbatim; a 10 MB value must not.
-_ECHO_LIMIT = 40
 
 
 def to_rest(request, default_mdn_zip_code=None):
@@ -90,13 +89,6 @@ def to_rest(request, default_mdn_zip_code=None):
 def _present_only(fields):
     """``fields`` without the absent ones: ThingSpace gets no key rather than null or ""."""
     return {key: value for key, value in fields.items() if value}
-
-
-def _shown(value):
-    """``value`` quoted for a fault text, cut short when long."""
-    if len(value) <= _ECHO_LIMIT:
-        return repr(value)
-    return f"{value[:_ECHO_LIMIT]!r}... ({len(value)} characters)"
 
 
 def _check_device_selection(request):
@@ -174,7 +166,7 @@ def _device_id(identifier, device_number, identifier_number):
     if lower_kind not in _LOWER_DEVICE_KINDS:
         raise RequestInvalid(
             _identifier_path(device_number, identifier_number, "Kind"),
-            f"must be one of {_DEVICE_KINDS_TEXT} (any case), got {_shown(kind)}",
+            f"must be one of {_DEVICE_KINDS_TEXT} (any case), got {shown(kind)}",
         )
     if not value:
         raise RequestInvalid(
@@ -203,7 +195,7 @@ def _custom_fields(items, list_name, item_name):
             raise RequestInvalid(f"{path}/Name", "is required: one of CustomField1..CustomField5")
         if name not in CUSTOM_FIELD_NAMES:
             raise RequestInvalid(
-                f"{path}/Name", f"must be one of CustomField1..CustomField5, got {_shown(name)}"
+                f"{path}/Name", f"must be one of CustomField1..CustomField5, got {shown(name)}"
             )
         if not value:
             raise RequestInvalid(f"{path}/Value", f"is required for {name}")
@@ -239,7 +231,7 @@ def _public_ip_restriction(value):
     if code is None:
         raise RequestInvalid(
             "PublicIPRestriction",
-            f"must be 'restricted' or 'unrestricted' (any case), got {_shown(value)}",
+            f"must be 'restricted' or 'unrestricted' (any case), got {shown(value)}",
         )
     return code
 

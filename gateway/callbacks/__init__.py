@@ -1,0 +1,1 @@
+"""The callback bridge: ThingSpace's JSON callbacks in, legacy SOAP callbacks out."""

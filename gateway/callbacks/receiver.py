@@ -1,0 +1,87 @@
+"""The URL ThingSpace posts its JSON callbacks to.
+
+A callback is acknowledged (2xx) only once it is committed to the store: from
+then on the delivery worker owns it, and ThingSpace may forget it. Anything
+that is not a well-formed callback from ThingSpace is refused and kept nowhere.
+"""
+
+import hmac
+import json
+import logging
+import time
+from urllib.parse import unquote
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from gateway.callbacks.registration import BRIDGED_SERVICES
+from gateway.exceptions import RequestInvalid
+from gateway.translate import callback
+
+log = logging.getLogger(__name__)
+
+# A goToState callback is a few kilobytes; nothing legitimate comes near this.
+MAX_CALLBACK_BYTES = 1 << 20
+
+
+class CallbackReceiver:
+    """WSGI application for ``POST {path}/{account}/{service}``."""
+
+    def __init__(self, store, credentials, on_stored=None):
+        self._store = store
+        self._credentials = credentials
+        self._on_stored = on_stored or (lambda: None)
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        request.max_content_length = MAX_CALLBACK_BYTES
+        try:
+            response = self._receive(request)
+        except HTTPException as error:
+            response = _answer(error.code, error.description)
+        return response(environ, start_response)
+
+    def _receive(self, request):
+        route = [unquote(part) for part in request.path.strip("/").split("/")]
+        if len(route) != 2 or not route[0] or route[1] not in BRIDGED_SERVICES:
+            return _answer(404, f"post callbacks to .../{{account}}/{{{'|'.join(BRIDGED_SERVICES)}}}")
+        if request.method != "POST":
+            return _answer(405, "callbacks are POSTed")
+        account, service = route
+        try:
+            body = json.loads(request.get_data(cache=False))
+        except (ValueError, RecursionError):
+            return _answer(400, "the body is not JSON")
+        if not self._authentic(body):
+            log.warning("callback refused: wrong credentials (account %s)", account)
+            return _answer(401, "wrong callback credentials")
+        try:
+            callback.check(body)
+        except RequestInvalid as error:
+            return _answer(400, str(error))
+        event = {key: value for key, value in body.items() if key not in ("username", "password")}
+        stored = self._store.add_callback(
+            callback.dedupe_key(body), account, service, body["requestId"], json.dumps(event), time.time()
+        )
+        if stored:
+            self._on_stored()
+        else:
+            log.info("callback requestId=%s already stored: acknowledged again", body["requestId"])
+        return _answer(200, "stored" if stored else "already stored")
+
+    def _authentic(self, body):
+        if not isinstance(body, dict):
+            return False
+        username, password = self._credentials()
+        # Both compared every time, in constant time: no timing hint of which was wrong.
+        same_username = hmac.compare_digest(_bytes(body.get("username")), username.encode())
+        same_password = hmac.compare_digest(_bytes(body.get("password")), password.encode())
+        return same_username & same_password
+
+
+def _bytes(value):
+    return value.encode() if isinstance(value, str) else b""
+
+
+def _answer(status, message):
+    return Response(json.dumps({"message": message}), status=status, mimetype="application/json")

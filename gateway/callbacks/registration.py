@@ -1,0 +1,75 @@
+"""Legacy callback registrations: the listener kept here, the gateway registered upstream.
+
+A legacy client registers its listener (URL and the credentials to put in its
+envelopes); ThingSpace gets the gateway's own receiver URL for that account
+and service instead, with the gateway's credentials, so that every callback
+comes through the bridge.
+"""
+
+from urllib.parse import quote, urlsplit
+
+from gateway.exceptions import RequestInvalid
+
+# The callback services whose JSON the gateway can turn into legacy envelopes.
+BRIDGED_SERVICES = ("StateService",)
+
+
+class Registrar:
+    def __init__(self, config, thingspace, store):
+        self._config = config
+        self._thingspace = thingspace
+        self._store = store
+        self._credentials = None
+
+    def register(self, session_token, account, service, url, username, password):
+        _check_account(account)
+        _check_service(service)
+        _check_listener_url(url)
+        gateway_username, gateway_password = self.gateway_credentials()
+        self._thingspace.register_callback(
+            session_token, account, service, self.receiver_url(account, service), gateway_username, gateway_password
+        )
+        self._store.put_registration(account, service, url, username or "", password or "")
+
+    def unregister(self, session_token, account, service):
+        _check_account(account)
+        _check_service(service)
+        self._thingspace.unregister_callback(session_token, account, service)
+        self._store.delete_registration(account, service)
+
+    def registrations(self, session_token, account):
+        _check_account(account)
+        # Asking ThingSpace proves the session may see this account.
+        self._thingspace.callbacks(session_token, account)
+        return self._store.registrations(account)
+
+    def gateway_credentials(self):
+        """What ThingSpace must echo in every callback: configured, or generated once."""
+        if self._credentials is None:
+            settings = self._config.callbacks
+            if settings.username and settings.password:
+                self._credentials = settings.username, settings.password
+            else:
+                self._credentials = self._store.callback_credentials()
+        return self._credentials
+
+    def receiver_url(self, account, service):
+        return f"{self._config.callback_url()}/{quote(account, safe='')}/{quote(service, safe='')}"
+
+
+def _check_account(account):
+    if not account or not account.strip():
+        raise RequestInvalid("AccountName", "is required")
+
+
+def _check_service(service):
+    if service not in BRIDGED_SERVICES:
+        raise RequestInvalid(
+            "ServiceName", f"must be one of {', '.join(BRIDGED_SERVICES)}: the callbacks this gateway bridges"
+        )
+
+
+def _check_listener_url(url):
+    parts = urlsplit(url or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RequestInvalid("Url", "must be the listener's absolute http:// or https:// URL")

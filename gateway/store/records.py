@@ -1,0 +1,57 @@
+"""What the store hands out: plain immutable records, the same for every backend.
+
+Passwords are kept out of ``repr`` so that a record that ends up in a log line
+or a traceback does not leak a legacy listener's credentials.
+"""
+
+from dataclasses import dataclass, field
+
+# The life of an outbox entry: pending -> claimed -> delivered, or back to
+# pending after a failed attempt, or dead once retries are given up (or no
+# listener registered in time). An operator's retry puts a dead one back to pending.
+PENDING = "pending"
+CLAIMED = "claimed"
+DELIVERED = "delivered"
+DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Where a legacy listener wants the callbacks of one account and service."""
+
+    account: str
+    service: str
+    url: str
+    username: str | None
+    password: str | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A claimed outbox entry with everything needed to deliver it."""
+
+    id: int
+    account: str
+    service: str
+    request_id: str | None
+    body: str
+    attempts: int
+    url: str
+    username: str | None
+    password: str | None = field(repr=False)
+    received_at: float
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """An outbox entry as an operator lists it."""
+
+    id: int
+    account: str
+    service: str
+    request_id: str | None
+    state: str
+    attempts: int
+    received_at: float
+    next_attempt_at: float
+    last_error: str | None
