@@ -3,6 +3,8 @@
 import logging
 
 from lxml import etree
+
+from gateway import ns
 from werkzeug.serving import WSGIRequestHandler, run_simple
 from werkzeug.wrappers import Request, Response
 
@@ -18,9 +20,13 @@ def listener(environ, start_response):
     request = Request(environ)
     body = request.get_data()
     try:
-        shown = etree.tostring(etree.fromstring(body), pretty_print=True).decode()
+        envelope = etree.fromstring(body)
     except etree.XMLSyntaxError:
         shown = body.decode("utf-8", "replace")
+    else:
+        for password in envelope.iter(f"{{{ns.V2}}}Password"):
+            password.text = "********" if password.text else None  # no secret in a log line
+        shown = etree.tostring(envelope, pretty_print=True).decode()
     log.info("callback received on %s:\n%s", request.path, shown)
     return Response(status=200)(environ, start_response)
 
