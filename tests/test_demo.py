@@ -53,5 +53,7 @@ def test_the_printed_commands_run_the_whole_loop_to_the_demo_listener(tmp_path):
         demo.send_signal(signal.SIGTERM)
         demo.wait(timeout=15)
     assert demo.returncode == 0
-    assert "listener-secret" not in output.read_text(), "the listener's password reached a log line"
+    logged = output.read_text().split(commands)[1]  # what was written after the printed commands
+    assert "<Password>********</Password>" in logged
+    assert "listener-secret" not in logged, "the listener's password reached a log line"
     assert not any(map(_listening, (gateway_port, simulator_port, listener_port))), "the demo left a process running"
