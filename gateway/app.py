@@ -7,6 +7,8 @@ from werkzeug.wrappers import Response
 from gateway.callbacks.delivery import DeliveryWorker
 from gateway.callbacks.receiver import CallbackReceiver
 from gateway.callbacks.registration import Registrar
+from gateway.limits import BodyLimit
+from gateway.logs import RequestIds
 from gateway.soap.application import SERVICES, GatewayApplication, ServiceEndpoint
 from gateway.store import SqliteStore
 from gateway.thingspace import ThingSpace
@@ -34,9 +36,9 @@ def create_app(config):
     worker = DeliveryWorker(runtime.store, config.callbacks).start()
     mounts = {service_path(name): _endpoint(config, name, runtime) for name in SERVICES}
     mounts[config.callbacks.path] = CallbackReceiver(runtime.store, runtime.registrar.gateway_credentials, worker.wake)
-    app = DispatcherMiddleware(_not_found, mounts)
+    app = BodyLimit(DispatcherMiddleware(_not_found, mounts), config.server.max_body_bytes)
     # Behind nginx the client's URL (for the WSDL's soap:address) is in these.
-    return ProxyFix(app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1)
+    return RequestIds(ProxyFix(app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1))
 
 
 def service_document(config, name):

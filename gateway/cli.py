@@ -4,20 +4,14 @@ import argparse
 import logging
 import sys
 
-from gateway import __version__, config
+from gateway import __version__, config, logs
 from gateway.exceptions import ConfigError, GatewayError
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    # Spyne logs each application it builds, and a traceback for every client
-    # fault; the fault itself says it all.
-    logging.getLogger("spyne").setLevel(logging.WARNING)
-    logging.getLogger("spyne.application.client").setLevel(logging.CRITICAL)
+    logs.configure()
     try:
         return args.command(args) or 0
     except ConfigError as error:
@@ -174,6 +168,7 @@ def _serve(args):
     from gateway.app import SERVICE_ROOT, create_app
 
     settings = config.load(args.config)
+    logs.configure(settings.logging.format, settings.logging.level)
     app = create_app(settings)
     logging.getLogger("gateway").info(
         "gateway listening on http://%s:%d%s/ (upstream %s)",

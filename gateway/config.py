@@ -74,6 +74,12 @@ def _path(value):
     return value
 
 
+def _one_of(value, choices):
+    if value not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _optional(parse):
     def optional(value):
         return parse(value) if value else None
@@ -108,6 +114,8 @@ SCHEMA = {
     ("callbacks", "timeout_s"): _seconds,
     ("callbacks", "expire_after_s"): _seconds,
     ("store", "path"): _required,
+    ("logging", "format"): lambda value: _one_of(value, ("text", "json")),
+    ("logging", "level"): lambda value: _one_of(value.upper(), ("DEBUG", "INFO", "WARNING", "ERROR")),
 }
 
 
@@ -158,12 +166,19 @@ class Store:
 
 
 @dataclass(frozen=True)
+class Logging:
+    format: str
+    level: str
+
+
+@dataclass(frozen=True)
 class Config:
     server: Server
     upstream: Upstream
     defaults: Defaults
     callbacks: Callbacks
     store: Store
+    logging: Logging
 
     def callback_url(self):
         """The URL ThingSpace posts callbacks to (the receiver, as the world reaches it)."""
@@ -173,7 +188,14 @@ class Config:
         return base + self.callbacks.path
 
 
-_SECTIONS = {"server": Server, "upstream": Upstream, "defaults": Defaults, "callbacks": Callbacks, "store": Store}
+_SECTIONS = {
+    "server": Server,
+    "upstream": Upstream,
+    "defaults": Defaults,
+    "callbacks": Callbacks,
+    "store": Store,
+    "logging": Logging,
+}
 
 
 def load(path=None, environ=None):

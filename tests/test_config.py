@@ -46,6 +46,8 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_CALLBACKS_TIMEOUT_S": "3",
         "M2MGW_CALLBACKS_EXPIRE_AFTER_S": "60",
         "M2MGW_STORE_PATH": "/srv/m2m/gateway.sqlite3",
+        "M2MGW_LOGGING_FORMAT": "json",
+        "M2MGW_LOGGING_LEVEL": "warning",
     }
     settings = config.load(environ=environ)
     assert settings.server == config.Server("0.0.0.0", 9000, "https://m2m.example.com", 1000)
@@ -55,6 +57,7 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "/ts/callbacks", "https://m2m.example.com/ts/callbacks", "gw", "pw", 7, 1.5, 3.0, 60.0
     )
     assert settings.store.path == "/srv/m2m/gateway.sqlite3"
+    assert settings.logging == config.Logging("json", "WARNING")
     assert len(environ) == len(config.SCHEMA), "a key of the schema has no test here"
 
 
@@ -82,6 +85,7 @@ def test_a_file_is_read_over_the_defaults_and_under_the_environment(tmp_path):
         ({"M2MGW_CALLBACKS_MAX_ATTEMPTS": "0"}, "callbacks", "max_attempts", "greater than 0"),
         ({"M2MGW_CALLBACKS_USERNAME": "gw"}, "callbacks", "password", "together"),
         ({"M2MGW_STORE_PATH": ""}, "store", "path", "must not be empty"),
+        ({"M2MGW_LOGGING_FORMAT": "xml"}, "logging", "format", "one of text, json"),
     ],
 )
 def test_a_bad_value_names_its_key(environ, section, key, phrase):

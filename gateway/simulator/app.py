@@ -3,7 +3,7 @@
 It speaks the OAuth, session, callback-registration and goToState endpoints
 the gateway uses, answering as ThingSpace does (see the REST document and
 CONTRACT.md), plus a small control API under ``/_simulator/`` for tests and
-demos.
+demos, which can also make the next requests to a path fail (faults.py).
 """
 
 import json
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.wrappers import Request
+from werkzeug.wrappers import Request, Response
 
 from gateway.simulator.callbacks import CallbackSender, Delivery
 from gateway.simulator.devices import device_outcome, requested_devices
@@ -32,6 +32,7 @@ from gateway.simulator.errors import (
     invalid_request,
     json_response,
 )
+from gateway.simulator.faults import FaultQueue, fault_order
 from gateway.simulator.state import CallbackRegistration, DeviceFailure, SimulatorState
 from gateway.simulator.validation import string_field, validate_go_to_state
 
@@ -58,6 +59,8 @@ _URLS = Map(
         Rule("/_simulator/requests", methods=["GET"], endpoint="recorded_requests"),
         Rule("/_simulator/reset", methods=["POST"], endpoint="reset"),
         Rule("/_simulator/failing-devices", methods=["POST"], endpoint="mark_device_failing"),
+        Rule("/_simulator/faults", methods=["POST"], endpoint="inject_fault"),
+        Rule("/_simulator/faults", methods=["DELETE"], endpoint="clear_faults"),
     ]
 )
 
@@ -82,6 +85,8 @@ class SimulatorSettings:
 class _Request(Request):
     # A 10,000-device goToState with room to spare.
     max_content_length = 16 * 1024 * 1024
+    # The injected fault (faults.Fault) this request suffers, if any.
+    fault = None
 
 
 def _parsed_json(message):
@@ -106,6 +111,13 @@ def _recorded(request):
         "headers": {name: request.headers[name] for name in RECORDED_HEADERS if name in request.headers},
         "json": _parsed_json(request),
     }
+
+
+def _status_and_document(answer):
+    """What the record shows of an answer: (None, None) for a connection closed without one."""
+    if isinstance(answer, Response):
+        return answer.status_code, _parsed_json(answer)
+    return None, None
 
 
 def _oauth_error(status, error, description):
@@ -141,6 +153,7 @@ class Simulator:
         self.settings = settings or SimulatorSettings()
         self._state = SimulatorState(self.settings)
         self._callbacks = CallbackSender(self.settings.callback_retry_s, self.settings.callback_max)
+        self._faults = FaultQueue()
 
     def __call__(self, environ, start_response):
         return self._respond(_Request(environ))(environ, start_response)
@@ -149,16 +162,28 @@ class Simulator:
         self._callbacks.close()
 
     def _respond(self, request):
-        entry = None
+        """The WSGI application answering ``request``: a Response, unless an injected fault hangs up."""
+        fault = request.fault = self._faults.take(request.path)
+        entry = response = None
         try:
             if request.path.startswith(M2M_PREFIX):
                 entry = _recorded(request)
+                if fault is not None:
+                    entry["fault"] = fault.kind
                 self._state.record_request(entry)
-            response = self._dispatch(request)
+            if fault is None or fault.performs:
+                response = self._dispatch(request)
+            else:
+                request.get_data()  # the whole request arrives, as any that reached ThingSpace
         except Exception as error:  # whatever went wrong, the caller gets an error document
             response = _error_document_for(request, error)
+        if fault is not None:
+            log.info("fault %s on %s %s", fault.kind, request.method, request.path)
+            response = fault.answer(request, response)
         if entry is not None:
-            self._state.record_answer(entry, response.status_code, _parsed_json(response))
+            self._state.record_answer(entry, *_status_and_document(response))
+        if fault is not None:
+            fault.wait()
         return response
 
     def _dispatch(self, request):
@@ -249,7 +274,10 @@ class Simulator:
         request_id = str(uuid.uuid4())
         devices = requested_devices(order, session.account_name)
         log.info("goToState requestId=%s devices=%d account=%s", request_id, len(devices), session.account_name)
-        self._send_callbacks(request_id, order, devices, session.account_name)
+        if request.fault is None:
+            self._send_callbacks(request_id, order, devices, session.account_name)
+        else:
+            log.info("goToState requestId=%s: no callbacks (fault %s)", request_id, request.fault.kind)
         return json_response({"requestId": request_id})
 
     def _send_callbacks(self, request_id, order, devices, account_name):
@@ -274,6 +302,7 @@ class Simulator:
 
     def _on_reset(self, request):
         self._state.reset()
+        self._faults.clear()
         return json_response({"reset": True})
 
     def _on_mark_device_failing(self, request):
@@ -282,3 +311,12 @@ class Simulator:
         failure = DeviceFailure(string_field(body, "reasonCode"), string_field(body, "reasonDesc"))
         self._state.mark_failing(device_id, failure)
         return json_response({"id": device_id, "reasonCode": failure.reason_code, "reasonDesc": failure.reason_desc})
+
+    def _on_inject_fault(self, request):
+        path, fault, times = fault_order(_json_object(request))
+        self._faults.add(path, fault, times)
+        log.info("fault %s queued for the next %d request(s) to %s", fault.kind, times, path)
+        return json_response({"path": path, "times": times, **fault.document()})
+
+    def _on_clear_faults(self, request):
+        return json_response({"cleared": self._faults.clear()})

@@ -21,6 +21,9 @@ INVALID_REQUEST = _PREFIX + "InvalidRequest"
 NOT_FOUND = _PREFIX + "NotFound"
 METHOD_NOT_ALLOWED = _PREFIX + "MethodNotAllowed"
 INTERNAL_ERROR = _PREFIX + "InternalError"
+# Only injected faults answer with these two (see faults.py).
+RATE_LIMIT_EXCEEDED = _PREFIX + "RateLimitExceeded"
+UNEXPECTED_ERROR = _PREFIX + "UnexpectedError"
 
 
 class ApiError(Exception):

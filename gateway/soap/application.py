@@ -1,16 +1,24 @@
 """One Spyne application per legacy ``.svc`` endpoint."""
 
-from spyne import Application
+import logging
+
+from spyne import Application, Fault
 from spyne.server.wsgi import WsgiApplication
 from werkzeug.urls import iri_to_uri
 from werkzeug.wsgi import get_host
 
 from gateway import ns
 from gateway.exceptions import GatewayError
-from gateway.soap.faults import to_fault
+from gateway.logs import RateLimited, excerpt
+from gateway.soap.faults import ServerFault, is_client_fault, to_fault
 from gateway.soap.protocol import WcfSoap11
 from gateway.soap.services import CallbackRegistrationService, SessionService, StateService
 from gateway.soap.wsdl import ADDRESS_PLACEHOLDER, WcfInterfaceDocuments
+
+log = logging.getLogger(__name__)
+# A client can send bad requests as fast as it likes; the log must not follow.
+_rejections = RateLimited(log)
+_failures = RateLimited(log)
 
 SOAP_OVER_HTTP = "http://schemas.xmlsoap.org/soap/http"
 SERVICES = {
@@ -33,12 +41,30 @@ class GatewayApplication(Application):
         self.transport = SOAP_OVER_HTTP
         self.runtime = runtime
         self.interface.docs.wsdl11.build_interface_document(ADDRESS_PLACEHOLDER)
+        self.event_manager.add_listener("method_exception_object", _log_fault)
 
     def call_wrapper(self, ctx):
         try:
             return super().call_wrapper(ctx)
         except GatewayError as error:
             raise to_fault(error) from None
+        except Fault:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", ctx.method_request_string)
+            raise ServerFault("The gateway failed unexpectedly; the request id below finds the details in its log") from None
+
+
+def _log_fault(ctx):
+    """One line per fault; a client's own mistakes rate-limited, with a masked excerpt."""
+    fault = ctx.out_error
+    code = getattr(fault, "code", fault.faultcode)
+    operation = (ctx.method_request_string or "?").rpartition("}")[2]
+    if is_client_fault(fault):
+        body = b"".join(ctx.in_string) if isinstance(ctx.in_string, list) else b""
+        _rejections.warning("%s refused (%s): %s; body: %s", operation, code, fault.faultstring, excerpt(body))
+    else:
+        _failures.warning("%s failed (%s): %s", operation, code, fault.faultstring)
 
 
 class ServiceEndpoint(WsgiApplication):

@@ -1,12 +1,14 @@
 """The SOAP faults a legacy client receives, from the gateway's errors.
 
 Our own refusals are ``s:Client`` (the request is wrong) or ``s:Server`` (we
-or ThingSpace failed); ThingSpace's errors keep their ``errorCode`` as the
-faultcode, as the legacy service reported them.
+or ThingSpace failed), with WCF's own codes where WCF had one
+(``a:DeserializationFailed``, ``s:VersionMismatch``); ThingSpace's errors keep
+their ``errorCode`` as the faultcode, as the legacy service reported them.
 """
 
 from spyne import Fault
 
+from gateway import ns
 from gateway.exceptions import RequestInvalid, SessionMissing, UpstreamError, UpstreamUnavailable
 
 # ThingSpace's codes for a session that timed out or was logged out: legacy
@@ -20,22 +22,58 @@ SESSION_EXPIRED_CODES = frozenset(
 SESSION_EXPIRED_TEXT = "The session has expired."
 
 
-class ClientFault(Fault):
+class GatewayFault(Fault):
+    """A fault the gateway raises: ``code`` is the faultcode written, a QName
+    whose prefix is ``s:`` or declared in ``code_nsmap``."""
+
+    code = "s:Server"
+    code_nsmap = {}
+
+    def __init__(self, faultstring):
+        super().__init__(self.code.split(":")[-1], faultstring)
+
+
+class ClientFault(GatewayFault):
     """The request itself is wrong; sending it again unchanged will fail again."""
 
-    def __init__(self, faultstring):
-        super().__init__("Client", faultstring)
+    code = "s:Client"
 
 
-class ServerFault(Fault):
+class ServerFault(GatewayFault):
     """The gateway or ThingSpace failed; the request may succeed later."""
 
-    def __init__(self, faultstring):
-        super().__init__("Server", faultstring)
+
+class VersionMismatch(GatewayFault):
+    """Not a SOAP 1.1 envelope (SOAP 1.1, section 4.4.1)."""
+
+    code = "s:VersionMismatch"
+
+
+class DeserializationFailed(GatewayFault):
+    """The body does not match the data contract: WCF's dispatcher fault."""
+
+    code = "a:DeserializationFailed"
+    code_nsmap = {"a": ns.WCF_DISPATCHER}
+
+    def __init__(self, path, problem):
+        super().__init__(f"The formatter threw an exception while trying to deserialize the message: {path}: {problem}")
 
 
 class UpstreamFault(Fault):
     """ThingSpace refused the call; its errorCode is the faultcode, verbatim."""
+
+    code_nsmap = {}
+
+    @property
+    def code(self):
+        return self.faultcode
+
+
+def is_client_fault(fault):
+    """Whether the client's own request is at fault (ThingSpace's refusals are not ours to judge)."""
+    if isinstance(fault, ClientFault | DeserializationFailed | VersionMismatch):
+        return True
+    return not isinstance(fault, GatewayFault | UpstreamFault) and fault.faultcode.startswith("Client")
 
 
 def to_fault(error):

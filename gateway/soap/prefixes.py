@@ -1,11 +1,12 @@
 """Rewrite an outgoing SOAP envelope with the prefixes WCF writes.
 
 WCF answers ``<s:Envelope>``, puts a default namespace on the operation
-wrapper, and declares ``a:``, ``b:``, ... for data-contract namespaces on the
-element whose children first use them (with ``i:`` for XML Schema instance
-beside the first one). Clients in the wild look responses up by qualified
-name (``GetElementsByTagName("a:SessionToken")``), so these prefixes are part
-of the contract. lxml cannot rename a prefix in place, hence the rebuild.
+wrapper (and on each fault detail entry), and declares ``a:``, ``b:``, ...
+for data-contract namespaces on the element whose children first use them
+(with ``i:`` for XML Schema instance beside the first one). Clients in the
+wild look responses up by qualified name (``GetElementsByTagName("a:SessionToken")``),
+so these prefixes are part of the contract. lxml cannot rename a prefix in
+place, hence the rebuild.
 """
 
 from string import ascii_lowercase
@@ -30,8 +31,10 @@ def _copy(element, parent, in_scope, letters, wrapper=False):
     namespace = etree.QName(element).namespace
     if wrapper and namespace not in in_scope:
         nsmap[None] = namespace
+    nsmap.update(_text_qname_prefix(element))
     declared = in_scope | set(nsmap.values())
-    introduced = [n for n in _child_namespaces(element) if n not in declared]
+    holds_wrappers = element.tag == "detail"
+    introduced = [] if holds_wrappers else [n for n in _child_namespaces(element) if n not in declared]
     for child_namespace in introduced:
         nsmap[next(letters)] = child_namespace
     if introduced and ns.XSI not in in_scope:
@@ -40,7 +43,15 @@ def _copy(element, parent, in_scope, letters, wrapper=False):
     out = etree.SubElement(parent, element.tag, attrib=dict(element.attrib), nsmap=nsmap)
     out.text, out.tail = element.text, element.tail
     for child in element:
-        _copy(child, out, scope, letters)
+        _copy(child, out, scope, letters, wrapper=holds_wrappers)
+
+
+def _text_qname_prefix(element):
+    """A QName in text (``a:DeserializationFailed``) keeps its prefix declared."""
+    prefix, colon, _ = (element.text or "").partition(":")
+    if colon and prefix != "s" and prefix in element.nsmap:
+        return {prefix: element.nsmap[prefix]}
+    return {}
 
 
 def _child_namespaces(element):

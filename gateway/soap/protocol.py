@@ -1,28 +1,49 @@
-"""Spyne's SOAP 1.1 protocol, made to speak like the WCF service it replaces."""
+"""Spyne's SOAP 1.1 protocol, made to read and speak like the WCF service it replaces."""
 
 from lxml import etree
+from spyne.error import ResourceNotFoundError
 from spyne.protocol.soap import Soap11
 
 from gateway import ns
+from gateway.logs import current_request_id
+from gateway.soap import envelope, strict
 from gateway.soap.conventions import soap_action
-from gateway.soap.faults import ClientFault, UpstreamFault
+from gateway.soap.faults import ClientFault
 from gateway.soap.prefixes import wcf_envelope
+from gateway.xmlchars import xml_safe
 
 # Generated clients that do not know the action send one of these.
 ANY_ACTION = frozenset({"", "*"})
 
 
 class WcfSoap11(Soap11):
-    """SOAP 1.1 with WCF's SOAPAction rule, response prefixes and fault shape."""
+    """SOAP 1.1 with a hardened parser, WCF's strictness, SOAPAction rule,
+    response prefixes and fault shape."""
 
     def __init__(self, **kwargs):
         super().__init__(xml_declaration=False, cleanup_namespaces=False, **kwargs)
+
+    def create_in_document(self, ctx, charset=None):
+        body = b"".join(ctx.in_string)
+        ctx.in_string = [body]  # kept for the log excerpt of a refused request
+        # The body's own declaration or BOM says its encoding, as for WCF.
+        ctx.in_document = envelope.parse(body)
+
+    def decompose_incoming_envelope(self, ctx, message=Soap11.REQUEST):
+        ctx.in_header_doc, ctx.in_body_doc = envelope.split(ctx.in_document)
+        ctx.method_request_string = ctx.in_body_doc.tag
 
     def generate_method_contexts(self, ctx):
         # Spyne dispatches on the body element; WCF on SOAPAction. We dispatch
         # on the body, and refuse an action that names another operation, so
         # that a misrouted client hears about it instead of doing the wrong thing.
-        contexts = super().generate_method_contexts(ctx)
+        try:
+            contexts = super().generate_method_contexts(ctx)
+        except ResourceNotFoundError:
+            operations = ", ".join(sorted(self.app.interface.service_method_map))
+            raise ClientFault(
+                f"{ctx.method_request_string[:200]} is not an operation of {self.app.name}; it has {operations}"
+            ) from None
         sent = ctx.transport.req_env.get("HTTP_SOAPACTION", "").strip().strip('"')
         expected = soap_action(self.app.name, contexts[0].descriptor.operation_name)
         if sent not in ANY_ACTION and sent != expected:
@@ -31,19 +52,35 @@ class WcfSoap11(Soap11):
             )
         return contexts
 
+    def deserialize(self, ctx, message):
+        if message is not self.REQUEST:
+            return super().deserialize(ctx, message)
+        self.event_manager.fire_event("before_deserialize", ctx)
+        headers = ctx.descriptor.in_header or ()
+        values = strict.read_headers(ctx.in_header_doc, headers)
+        ctx.in_header = values[0] if len(values) == 1 else values
+        ctx.in_object = list(_fields(strict.read(ctx.in_body_doc, ctx.descriptor.in_message)))
+        self.event_manager.fire_event("after_deserialize", ctx)
+
     def serialize(self, ctx, message):
         super().serialize(ctx, message)
         ctx.out_document = wcf_envelope(ctx.out_document)
 
     def fault_to_parent(self, ctx, cls, inst, parent, ns_, *args, **kwargs):
-        if isinstance(inst, UpstreamFault):
-            code = inst.faultcode
-        else:
+        code = getattr(inst, "code", None)
+        if code is None:
             # Spyne's own faults carry sub-codes (Client.SchemaValidationError);
-            # WCF clients know only the two SOAP 1.1 classes.
+            # WCF clients know only the SOAP 1.1 classes.
             code = "s:Client" if inst.faultcode.startswith("Client") else "s:Server"
         fault = etree.SubElement(parent, f"{{{ns.SOAP_ENV}}}Fault")
-        etree.SubElement(fault, "faultcode").text = code
+        etree.SubElement(fault, "faultcode", nsmap=getattr(inst, "code_nsmap", {})).text = code
         faultstring = etree.SubElement(fault, "faultstring")
-        faultstring.text = inst.faultstring
+        faultstring.text = xml_safe(inst.faultstring)
         faultstring.set("{http://www.w3.org/XML/1998/namespace}lang", "en-US")
+        # Quoted by an operator, it finds this request in the gateway's logs.
+        detail = etree.SubElement(fault, "detail")
+        etree.SubElement(detail, f"{{{ns.GATEWAY}}}RequestId", nsmap={None: ns.GATEWAY}).text = current_request_id()
+
+
+def _fields(record):
+    return (getattr(record, name) for name in record.__slots__)

@@ -63,6 +63,7 @@ from lxml import etree
 from gateway import ns
 from gateway.exceptions import RequestInvalid
 from gateway.translate.echo import LIMIT, shown
+from gateway.xmlchars import xml_safe
 
 MAX_STRING_LENGTH = 10_000
 
@@ -97,8 +98,6 @@ _XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>'
 _SOAP = f"{{{ns.SOAP_ENV}}}"
 _V2 = f"{{{ns.V2}}}"
 _XSI_NIL = f"{{{ns.XSI}}}nil"
-# Everything outside XML 1.0's Char production.
-_NOT_XML_CHARACTER = re.compile(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 # -- check ---------------------------------------------------------------------------
@@ -217,7 +216,7 @@ def to_envelope(body, *, username, password, callback_count, max_callback_thresh
 
 def _xml_text(value):
     """``value`` without the characters XML 1.0 cannot carry; None when nothing is left."""
-    return (_NOT_XML_CHARACTER.sub("", value) or None) if value else None
+    return (xml_safe(value) or None) if value else None
 
 
 def _element(parent, name, text=None):
