@@ -4,6 +4,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
+from gateway.access import AccessLog
 from gateway.callbacks.delivery import DeliveryWorker
 from gateway.callbacks.receiver import CallbackReceiver
 from gateway.callbacks.registration import Registrar
@@ -30,15 +31,27 @@ class Runtime:
         self.registrar = Registrar(config, self.thingspace, self.store)
 
 
-def create_app(config):
-    """The gateway's WSGI application; starts this process's delivery worker."""
-    runtime = Runtime(config)
-    worker = DeliveryWorker(runtime.store, config.callbacks).start()
-    mounts = {service_path(name): _endpoint(config, name, runtime) for name in SERVICES}
-    mounts[config.callbacks.path] = CallbackReceiver(runtime.store, runtime.registrar.gateway_credentials, worker.wake)
-    app = BodyLimit(DispatcherMiddleware(_not_found, mounts), config.server.max_body_bytes)
-    # Behind nginx the client's URL (for the WSDL's soap:address) is in these.
-    return RequestIds(ProxyFix(app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1))
+class Gateway:
+    """The gateway's WSGI application, with this process's delivery worker running."""
+
+    def __init__(self, config):
+        runtime = Runtime(config)
+        self._worker = DeliveryWorker(runtime.store, config.callbacks).start()
+        mounts = {service_path(name): _endpoint(config, name, runtime) for name in SERVICES}
+        mounts[config.callbacks.path] = CallbackReceiver(
+            runtime.store, runtime.registrar.gateway_credentials, self._worker.wake
+        )
+        app = BodyLimit(DispatcherMiddleware(_not_found, mounts), config.server.max_body_bytes)
+        # Behind nginx the client's URL (for the WSDL's soap:address) is in these.
+        app = ProxyFix(app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1)
+        self._app = RequestIds(AccessLog(app))
+
+    def __call__(self, environ, start_response):
+        return self._app(environ, start_response)
+
+    def close(self, timeout=None):
+        """Let the worker finish the delivery it is sending, then stop it."""
+        self._worker.stop(timeout)
 
 
 def service_document(config, name):

@@ -163,13 +163,19 @@ def _service_names():
 
 
 def _serve(args):
-    from werkzeug.serving import run_simple
+    import signal
 
-    from gateway.app import SERVICE_ROOT, create_app
+    from werkzeug.serving import make_server
+
+    from gateway.access import QuietRequestHandler
+    from gateway.app import SERVICE_ROOT, Gateway
 
     settings = config.load(args.config)
     logs.configure(settings.logging.format, settings.logging.level)
-    app = create_app(settings)
+    gateway = Gateway(settings)
+    server = make_server(
+        settings.server.host, settings.server.port, gateway, threaded=True, request_handler=QuietRequestHandler
+    )
     logging.getLogger("gateway").info(
         "gateway listening on http://%s:%d%s/ (upstream %s)",
         settings.server.host,
@@ -177,7 +183,15 @@ def _serve(args):
         SERVICE_ROOT,
         settings.upstream.base_url,
     )
-    run_simple(settings.server.host, settings.server.port, app, threaded=True)
+    # SIGTERM (systemd, docker, kill) stops like Ctrl-C: through the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        gateway.close(timeout=settings.callbacks.timeout_s + 5)
 
 
 def _simulator(args):

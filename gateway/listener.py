@@ -5,15 +5,11 @@ import logging
 from lxml import etree
 
 from gateway import ns
-from werkzeug.serving import WSGIRequestHandler, run_simple
+from gateway.access import QuietRequestHandler
+from werkzeug.serving import run_simple
 from werkzeug.wrappers import Request, Response
 
 log = logging.getLogger("gateway.listener")
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args, **kwargs):
-        pass  # the envelope printed below says more than an access line
 
 
 def listener(environ, start_response):
@@ -33,4 +29,4 @@ def listener(environ, start_response):
 
 def serve(host, port):
     log.info("demo listener on http://%s:%d/", host, port)
-    run_simple(host, port, listener, threaded=True, request_handler=_QuietHandler)
+    run_simple(host, port, listener, threaded=True, request_handler=QuietRequestHandler)

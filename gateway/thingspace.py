@@ -9,8 +9,10 @@ import time
 from urllib.parse import quote
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from gateway.exceptions import UpstreamError, UpstreamUnavailable
+from gateway.xmlchars import xml_safe
 
 TOKEN_PATH = "/api/ts/v1/oauth2/token"
 LOGIN_PATH = "/api/m2m/v1/session/login"
@@ -22,6 +24,12 @@ CALLBACK_PATH = "/api/m2m/v1/callbacks/{account}/name/{name}"
 # Fetch a new bearer this long before the current one expires, so that a
 # token never lapses between our check and ThingSpace's.
 TOKEN_MARGIN_S = 60
+# A connection that could not even be opened carried nothing: trying again
+# cannot do anything twice. Pauses before each further try.
+CONNECT_RETRY_PAUSES_S = (0.2, 1.0)
+# ThingSpace's identifiers are UUID-like; anything far longer is not one.
+MAX_IDENTIFIER = 200
+MAX_ERROR_MESSAGE = 500
 
 
 class ThingSpace:
@@ -110,12 +118,31 @@ class ThingSpace:
         self._token_renew_at = time.monotonic() + max(lifetime - TOKEN_MARGIN_S, lifetime / 2)
 
     def _request(self, method, path, **kwargs):
-        try:
-            return self._http.request(method, self._base_url + path, timeout=self._timeout, **kwargs)
-        except requests.Timeout:
-            raise UpstreamUnavailable(f"ThingSpace did not answer within {self._timeout:g} s") from None
-        except requests.RequestException as error:
-            raise UpstreamUnavailable(f"ThingSpace could not be reached ({type(error).__name__})") from None
+        for pause in (*CONNECT_RETRY_PAUSES_S, None):
+            try:
+                return self._http.request(method, self._base_url + path, timeout=self._timeout, **kwargs)
+            except requests.RequestException as error:
+                if pause is None or not _nothing_sent(error):
+                    raise UpstreamUnavailable(_unreachable(error, self._timeout)) from None
+            time.sleep(pause)
+
+
+def _nothing_sent(error):
+    """Whether ``error`` happened before the request left: no connection was made."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(error, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
+
+
+def _unreachable(error, timeout):
+    if isinstance(error, requests.ConnectTimeout):
+        return f"ThingSpace could not be reached within {timeout:g} s"
+    if isinstance(error, requests.Timeout):
+        return f"ThingSpace did not answer within {timeout:g} s"
+    if _nothing_sent(error):
+        return "ThingSpace could not be reached (connection refused)"
+    if isinstance(error, requests.ConnectionError):
+        return "ThingSpace closed the connection without answering"
+    return f"ThingSpace could not be reached ({type(error).__name__})"
 
 
 def _answer(response):
@@ -128,7 +155,9 @@ def _answer(response):
         raise UpstreamUnavailable(
             f"ThingSpace answered HTTP {response.status_code} without its error document"
         ) from None
-    raise UpstreamError(str(code), str(message), response.status_code)
+    if not isinstance(code, str) or not _is_identifier(code):
+        raise UpstreamUnavailable(f"ThingSpace answered HTTP {response.status_code} with an unusable errorCode")
+    raise UpstreamError(code, xml_safe(str(message))[:MAX_ERROR_MESSAGE], response.status_code)
 
 
 def _json(response):
@@ -142,7 +171,12 @@ def _json(response):
 
 
 def _field(answer, name):
+    """An identifier from ThingSpace's answer; it goes into XML and logs, so it must be plain."""
     value = answer.get(name) if isinstance(answer, dict) else None
-    if not isinstance(value, str) or not value:
-        raise UpstreamUnavailable(f"ThingSpace's answer has no {name}")
+    if not isinstance(value, str) or not _is_identifier(value):
+        raise UpstreamUnavailable(f"ThingSpace's answer has no usable {name}")
     return value
+
+
+def _is_identifier(value):
+    return 0 < len(value) <= MAX_IDENTIFIER and value.isprintable() and xml_safe(value) == value

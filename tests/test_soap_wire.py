@@ -235,3 +235,18 @@ def test_a_bearer_refused_as_expired_is_fetched_again_once(tmp_path):
         process.stop()
     assert len(attempts) == 2
     assert attempts[0]["headers"]["Authorization"] != attempts[1]["headers"]["Authorization"]
+
+
+def test_values_keep_their_white_space_as_wcfs_serializer_kept_it(zip_gateway, upstream):
+    # Decided: WCF's data-contract serializer handed string content over
+    # verbatim, so the gateway forwards it verbatim and ThingSpace judges it.
+    token = log_in(zip_gateway)
+    body = LEGACY_EXAMPLE.format(token=token).replace(
+        "<nph1:Identifier>89144259800000080079</nph1:Identifier>",
+        "<nph1:Identifier> 89144259800000080079\n</nph1:Identifier>",
+    ).replace("<nph:ServiceName>fast1</nph:ServiceName>", "<nph:ServiceName>  fast1 </nph:ServiceName>")
+    answer = post(zip_gateway.service_url("StateService"), body)
+    assert answer.status_code == 200, answer.text
+    (record,) = upstream.requests(GO_TO_STATE)
+    assert record["json"]["devices"] == [{"deviceIds": [{"kind": "iccid", "id": " 89144259800000080079\n"}]}]
+    assert record["json"]["serviceName"] == "  fast1 "

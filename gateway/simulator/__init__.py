@@ -2,8 +2,9 @@
 
 import logging
 
-from werkzeug.serving import WSGIRequestHandler, run_simple
+from werkzeug.serving import run_simple
 
+from gateway.access import QuietRequestHandler
 from gateway.simulator.app import Simulator, SimulatorSettings
 
 __all__ = ["Simulator", "SimulatorSettings", "serve"]
@@ -11,18 +12,11 @@ __all__ = ["Simulator", "SimulatorSettings", "serve"]
 log = logging.getLogger("gateway.simulator")
 
 
-class _QuietRequestHandler(WSGIRequestHandler):
-    # The simulator logs what it does with each request; werkzeug's access
-    # line per request would only repeat it.
-    def log_request(self, code="-", size="-"):
-        pass
-
-
 def serve(settings):
     """Run the simulator until interrupted."""
     simulator = Simulator(settings)
     log.info("simulator listening on http://%s:%d", settings.host, settings.port)
     try:
-        run_simple(settings.host, settings.port, simulator, threaded=True, request_handler=_QuietRequestHandler)
+        run_simple(settings.host, settings.port, simulator, threaded=True, request_handler=QuietRequestHandler)
     finally:
         simulator.close()

@@ -1,0 +1,46 @@
+"""Access logging: one line per request, with its id, and never its query string."""
+
+import logging
+import time
+
+from werkzeug.serving import WSGIRequestHandler
+
+log = logging.getLogger("gateway.access")
+
+
+class AccessLog:
+    """WSGI middleware logging ``METHOD path status duration`` once per request.
+
+    The query string is left out: clients put the oddest things there, secrets
+    included. Runs inside :class:`gateway.logs.RequestIds`, so the line carries
+    the request's id.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        started = time.monotonic()
+        status = []
+
+        def recording_start_response(status_line, headers, exc_info=None):
+            status.append(status_line.split(" ", 1)[0])
+            return start_response(status_line, headers, exc_info)
+
+        try:
+            return self.app(environ, recording_start_response)
+        finally:
+            log.info(
+                "%s %s %s %.1f ms",
+                environ.get("REQUEST_METHOD", "-"),
+                environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+                status[-1] if status else "-",
+                (time.monotonic() - started) * 1000,
+            )
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    """werkzeug's request handler without its own access lines (query strings, colours)."""
+
+    def log_request(self, code="-", size="-"):
+        pass
