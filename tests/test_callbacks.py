@@ -389,3 +389,11 @@ def test_an_operator_registers_a_listener_from_the_command_line(tmp_path, simula
     assert posted["json"]["url"] == receiver_url(gateway)
     assert [r["path"] for r in simulator.requests()][-1] == "/api/m2m/v1/session/logout"
     assert LEGACY_PASSWORD not in registered.stdout + registered.stderr
+
+
+def test_an_oversized_callback_is_refused_with_413_and_kept_nowhere(registered):
+    body = rest_callback("r-big", "990000000000004")
+    body["deviceResponse"]["goToStateResponse"]["stateName"] = "x" * (2 << 20)
+    answer = requests.post(receiver_url(registered), json=body, timeout=30)
+    assert answer.status_code == 413
+    assert outbox(registered, "pending") == []
