@@ -1,6 +1,19 @@
-"""Durable state of the gateway: callback credentials, listeners, request memory, the callback outbox."""
+"""Durable state of the gateway: callback credentials, listeners, request memory, the callback outbox.
 
+Two backends behave the same: SQLite, one file for the processes of one host,
+and PostgreSQL, one database for gateway instances on several hosts.
+"""
+
+from gateway.store.postgres import PostgresStore
 from gateway.store.records import Delivery, OutboxEntry, Registration
+from gateway.store.sql import StoreClosed
 from gateway.store.sqlite import SqliteStore
 
-__all__ = ["Delivery", "OutboxEntry", "Registration", "SqliteStore"]
+__all__ = ["Delivery", "OutboxEntry", "PostgresStore", "Registration", "SqliteStore", "StoreClosed", "open_store"]
+
+
+def open_store(settings):
+    """The store a ``config.Store`` names: PostgreSQL at ``url`` if set, else the SQLite file at ``path``."""
+    if settings.url:
+        return PostgresStore(settings.url)
+    return SqliteStore(settings.path)

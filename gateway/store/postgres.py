@@ -1,0 +1,199 @@
+"""The gateway's store in PostgreSQL, shared by gateway instances on several hosts.
+
+What is PostgreSQL's lives here: the schema's types, the migration lock, the
+connections, and the row locks of a claim; the store's methods are ``SqlStore``'s.
+
+claim_due's SELECT locks the rows it picks (FOR UPDATE SKIP LOCKED) in the
+transaction that marks them claimed: claimers on other hosts skip those rows
+instead of waiting for them, and never take one twice. Writes are explicit
+transactions at READ COMMITTED, so a conditional UPDATE (mark_* by the claim
+holder only) that meets a row another transaction just changed re-checks its
+WHERE against the committed row. A commit returns once PostgreSQL has flushed
+it (synchronous_commit, on by default: keep it on, or an acknowledged
+callback can be lost in a server crash).
+"""
+
+import re
+import threading
+from contextlib import contextmanager
+from functools import lru_cache
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+
+from gateway.store.sql import SqlStore, StoreClosed
+
+# Per process. A thread asking for one more waits for one to come back, so a
+# burst of requests cannot use up the server's max_connections.
+MAX_CONNECTIONS = 8
+CONNECTION_WAIT_S = 30
+# The key of the advisory lock under which one instance at a time migrates;
+# any constant will do, so long as every gateway version uses the same one.
+MIGRATION_LOCK_KEY = 0x6D326D677701
+
+# MIGRATIONS[n] takes the schema from version n to n + 1 (the schema_version
+# table). Append to it; never edit a step that has shipped. The tables are
+# SQLite's, in PostgreSQL's types: DOUBLE PRECISION for epoch seconds (REAL
+# would be 4 bytes here), an identity column for the ids.
+MIGRATIONS = (
+    (
+        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE registrations (
+            account TEXT NOT NULL,
+            service TEXT NOT NULL,
+            url TEXT NOT NULL,
+            username TEXT,
+            password TEXT,
+            PRIMARY KEY (account, service)
+        )""",
+        """CREATE TABLE requests (
+            request_id TEXT PRIMARY KEY,
+            kind_spellings TEXT NOT NULL,
+            remembered_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX requests_remembered_at ON requests (remembered_at)",
+        # A sequence never hands out an id twice, even after a purge: an id an
+        # operator or a stale worker holds can only ever name one callback.
+        """CREATE TABLE outbox (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            dedupe_key TEXT NOT NULL UNIQUE,
+            account TEXT NOT NULL,
+            service TEXT NOT NULL,
+            request_id TEXT,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'delivered', 'dead')),
+            attempts INTEGER NOT NULL,
+            received_at DOUBLE PRECISION NOT NULL,
+            next_attempt_at DOUBLE PRECISION NOT NULL,
+            claimed_by TEXT,
+            claimed_until DOUBLE PRECISION,
+            delivered_at DOUBLE PRECISION,
+            last_error TEXT,
+            last_error_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX outbox_state_next_attempt_at ON outbox (state, next_attempt_at)",
+    ),
+)
+
+# :name, but not the second colon of a :: cast.
+_COLON_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@lru_cache(maxsize=None)
+def _psycopg_parameters(sql):
+    return _COLON_PARAMETER.sub(r"%(\1)s", sql)
+
+
+class _ColonParameterCursor(psycopg.Cursor):
+    """A cursor that takes the shared SQL's ``:name`` parameters (psycopg's own are ``%(name)s``)."""
+
+    def execute(self, query, params=None, **kwargs):
+        return super().execute(_psycopg_parameters(query), params, **kwargs)
+
+    def executemany(self, query, params_seq, **kwargs):
+        return super().executemany(_psycopg_parameters(query), params_seq, **kwargs)
+
+
+class PostgresStore(SqlStore):
+    """The store in the PostgreSQL database at ``url`` (libpq's URL or key=value form).
+
+    Keeps a few connections open for the threads of the process; each call
+    takes one, checks it still works, and gives it back.
+    """
+
+    MIGRATIONS = MIGRATIONS
+    # OF o: lock the outbox rows only, not the registrations they join.
+    CLAIM_LOCK = "FOR UPDATE OF o SKIP LOCKED"
+
+    def __init__(self, url):
+        self._url = url
+        self._idle = []  # the connections no thread is using; the last one back is the first out
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._closed = False
+        where = conninfo_to_dict(url)  # also refuses a malformed URL before any connection attempt
+        self._migrate(f"PostgreSQL database {where.get('dbname', '(default)')} at {where.get('host', 'localhost')}")
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for db in idle:
+            db.close()
+
+    @contextmanager
+    def _write(self):
+        with self._connection() as db, db.transaction(), db.cursor() as cursor:
+            yield cursor
+
+    def _read(self, sql, parameters=None):
+        with self._connection() as db:
+            return db.execute(sql, parameters).fetchall()
+
+    @contextmanager
+    def _migration(self):
+        with self._write() as db:
+            # Held to the end of the transaction: of several instances
+            # starting at once, one migrates, the others then find it done.
+            db.execute("SELECT pg_advisory_xact_lock(:key)", {"key": MIGRATION_LOCK_KEY})
+            db.execute(
+                """CREATE TABLE IF NOT EXISTS schema_version (
+                    version INTEGER PRIMARY KEY,
+                    migrated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
+                )"""
+            )
+            yield db
+
+    def _schema_version(self, db):
+        return db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+
+    def _set_schema_version(self, db, version):
+        db.execute("INSERT INTO schema_version (version) VALUES (:version)", {"version": version})
+
+    @contextmanager
+    def _connection(self):
+        if not self._slots.acquire(timeout=CONNECTION_WAIT_S):
+            raise TimeoutError(f"no connection to the store came free within {CONNECTION_WAIT_S} s")
+        try:
+            db = self._working_idle_connection() or self._connect()
+            try:
+                yield db
+            finally:
+                self._give_back(db)
+        finally:
+            self._slots.release()
+
+    def _working_idle_connection(self):
+        """An idle connection that still answers, or None.
+
+        One round trip, and worth it: the server may have dropped any of them
+        since (a restart, a failover, an idle timeout); a dead one is closed
+        and the next tried, so a call after an outage reconnects rather than fails.
+        """
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise StoreClosed("the store is closed")
+                if not self._idle:
+                    return None
+                db = self._idle.pop()
+            try:
+                db.execute("")
+                return db
+            except psycopg.OperationalError:
+                db.close()
+
+    def _give_back(self, db):
+        reusable = not db.closed and db.info.transaction_status == TransactionStatus.IDLE
+        with self._lock:
+            if reusable and not self._closed:
+                self._idle.append(db)
+                return
+        db.close()
+
+    def _connect(self):
+        # autocommit: a read is one statement on its own, a write opens its
+        # transaction explicitly (db.transaction()), and no connection waits
+        # idle in a transaction between two calls.
+        return psycopg.connect(self._url, autocommit=True, cursor_factory=_ColonParameterCursor)

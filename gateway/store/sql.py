@@ -1,0 +1,320 @@
+"""The store's behaviour, written once in SQL that both backends run.
+
+``SqlStore`` holds every public method of the store. A backend subclass says
+how to reach its database: connections, transactions, where the schema
+version is kept and what keeps two claimers off the same outbox entry. The
+statements here are plain SQL that SQLite and PostgreSQL both accept, with
+parameters named SQLite's way (``:name``). Timestamps are epoch seconds given
+by the caller; the store never reads the clock.
+"""
+
+import json
+import secrets
+from abc import ABC, abstractmethod
+
+from gateway.store.records import CLAIMED, DEAD, DELIVERED, PENDING, Delivery, OutboxEntry, Registration
+
+LAST_ERROR_MAX_CHARS = 500
+
+# An entry is due when its next attempt has come, or when the worker that
+# claimed it let its lease run out (it died or hung): someone else takes over.
+_DUE = f"""(o.state = '{PENDING}' AND o.next_attempt_at <= :now)
+    OR (o.state = '{CLAIMED}' AND o.claimed_until < :now)"""
+_HAS_LISTENER = "EXISTS (SELECT 1 FROM registrations r WHERE r.account = o.account AND r.service = o.service)"
+
+_REGISTRATION_COLUMNS = "account, service, url, username, password"
+_OUTBOX_ENTRY_COLUMNS = "id, account, service, request_id, state, attempts, received_at, next_attempt_at, last_error"
+_LISTED_STATES = {PENDING: (PENDING, CLAIMED), DEAD: (DEAD,)}
+
+_CALLBACK_USERNAME_KEY = "callback_username"
+_CALLBACK_PASSWORD_KEY = "callback_password"
+
+
+class StoreClosed(RuntimeError):
+    """The store was used after ``close()``."""
+
+
+class SqlStore(ABC):
+    """The store; one per process, shared by its threads. Open it after any fork."""
+
+    # Each step takes the schema from version n to n + 1. Append to it; never
+    # edit a step that has shipped.
+    MIGRATIONS = ()
+    # Ends claim_due's SELECT: how the backend keeps the rows it picks from
+    # other claimers until they are marked claimed.
+    CLAIM_LOCK = ""
+
+    @abstractmethod
+    def close(self):
+        """Close every connection of this store, for shutdown once its threads are done with it."""
+
+    # -- gateway callback credentials -----------------------------------------
+
+    def callback_credentials(self):
+        """The (username, password) ThingSpace must send with its callbacks, made on first use."""
+        generated = {
+            _CALLBACK_USERNAME_KEY: secrets.token_urlsafe(12),
+            _CALLBACK_PASSWORD_KEY: secrets.token_urlsafe(32),
+        }
+        with self._write() as db:
+            # Another process may have made them first: then theirs win, for everyone.
+            db.executemany(
+                "INSERT INTO settings (key, value) VALUES (:key, :value) ON CONFLICT (key) DO NOTHING",
+                [{"key": key, "value": value} for key, value in generated.items()],
+            )
+            stored = dict(
+                db.execute(
+                    "SELECT key, value FROM settings WHERE key IN (:username, :password)",
+                    {"username": _CALLBACK_USERNAME_KEY, "password": _CALLBACK_PASSWORD_KEY},
+                ).fetchall()
+            )
+        return stored[_CALLBACK_USERNAME_KEY], stored[_CALLBACK_PASSWORD_KEY]
+
+    # -- legacy listeners' registrations --------------------------------------
+
+    def put_registration(self, account, service, url, username, password):
+        with self._write() as db:
+            db.execute(
+                f"""INSERT INTO registrations ({_REGISTRATION_COLUMNS})
+                VALUES (:account, :service, :url, :username, :password)
+                ON CONFLICT (account, service) DO UPDATE
+                SET url = excluded.url, username = excluded.username, password = excluded.password""",
+                {"account": account, "service": service, "url": url, "username": username, "password": password},
+            )
+
+    def delete_registration(self, account, service):
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM registrations WHERE account = :account AND service = :service",
+                {"account": account, "service": service},
+            )
+            return cursor.rowcount == 1
+
+    def registration(self, account, service):
+        rows = self._read(
+            f"SELECT {_REGISTRATION_COLUMNS} FROM registrations WHERE account = :account AND service = :service",
+            {"account": account, "service": service},
+        )
+        return Registration(*rows[0]) if rows else None
+
+    def registrations(self, account=None):
+        """Every registration, or ``account``'s."""
+        account_filter = "WHERE account = :account" if account is not None else ""
+        rows = self._read(
+            f"SELECT {_REGISTRATION_COLUMNS} FROM registrations {account_filter} ORDER BY account, service",
+            {"account": account},
+        )
+        return [Registration(*row) for row in rows]
+
+    # -- what each ThingSpace request asked for ------------------------------
+
+    def remember_request(self, request_id, kind_spellings, now):
+        with self._write() as db:
+            db.execute(
+                """INSERT INTO requests (request_id, kind_spellings, remembered_at)
+                VALUES (:request_id, :kind_spellings, :now)
+                ON CONFLICT (request_id) DO UPDATE
+                SET kind_spellings = excluded.kind_spellings, remembered_at = excluded.remembered_at""",
+                {"request_id": request_id, "kind_spellings": json.dumps(kind_spellings), "now": now},
+            )
+
+    def kind_spellings(self, request_id):
+        rows = self._read(
+            "SELECT kind_spellings FROM requests WHERE request_id = :request_id", {"request_id": request_id}
+        )
+        return json.loads(rows[0][0]) if rows else {}
+
+    def forget_requests_before(self, cutoff):
+        with self._write() as db:
+            return db.execute("DELETE FROM requests WHERE remembered_at < :cutoff", {"cutoff": cutoff}).rowcount
+
+    # -- the outbox ------------------------------------------------------------
+
+    def add_callback(self, dedupe_key, account, service, request_id, body, now):
+        """Store a callback for delivery; False if this dedupe_key was stored before.
+
+        Committed, durably, when this returns: only then may ThingSpace be told 2xx.
+        """
+        with self._write() as db:
+            cursor = db.execute(
+                f"""INSERT INTO outbox
+                (dedupe_key, account, service, request_id, body, state, attempts, received_at, next_attempt_at)
+                VALUES (:dedupe_key, :account, :service, :request_id, :body, '{PENDING}', 0, :now, :now)
+                ON CONFLICT (dedupe_key) DO NOTHING""",
+                {
+                    "dedupe_key": dedupe_key,
+                    "account": account,
+                    "service": service,
+                    "request_id": request_id,
+                    "body": body,
+                    "now": now,
+                },
+            )
+            return cursor.rowcount == 1
+
+    def claim_due(self, worker, now, lease_s, limit):
+        """Claim for ``worker`` up to ``limit`` due entries that have a listener, oldest first.
+
+        The SELECT and the UPDATE run in one transaction, under the backend's
+        CLAIM_LOCK, so that no entry is claimed by two workers. (Not UPDATE
+        ... RETURNING: it cannot return the registration's columns nor keep an order.)
+        """
+        with self._write() as db:
+            rows = db.execute(
+                f"""SELECT o.id, o.account, o.service, o.request_id, o.body, o.attempts,
+                    r.url, r.username, r.password, o.received_at
+                FROM outbox o JOIN registrations r ON r.account = o.account AND r.service = o.service
+                WHERE {_DUE}
+                ORDER BY o.received_at, o.id
+                LIMIT :limit
+                {self.CLAIM_LOCK}""",
+                {"now": now, "limit": limit},
+            ).fetchall()
+            db.executemany(
+                f"UPDATE outbox SET state = '{CLAIMED}', claimed_by = :worker, claimed_until = :until WHERE id = :id",
+                [{"worker": worker, "until": now + lease_s, "id": row[0]} for row in rows],
+            )
+        return [Delivery(*row) for row in rows]
+
+    def mark_delivered(self, id, worker, now):
+        """False if ``worker`` no longer holds the entry (its lease ran out and another took it)."""
+        return self._settle(id, worker, f"state = '{DELIVERED}', delivered_at = :now", {"now": now})
+
+    def mark_failed(self, id, worker, now, error, retry_at):
+        """Count a failed attempt: retry at ``retry_at``, or give up (dead) when it is None.
+
+        False if ``worker`` no longer holds the entry.
+        """
+        return self._settle(
+            id,
+            worker,
+            """state = :state, attempts = attempts + 1, next_attempt_at = COALESCE(:retry_at, next_attempt_at),
+            last_error = :error, last_error_at = :now""",
+            {
+                "state": DEAD if retry_at is None else PENDING,
+                "retry_at": retry_at,
+                "error": error[:LAST_ERROR_MAX_CHARS],
+                "now": now,
+            },
+        )
+
+    def outbox(self, state):
+        """The entries an operator asks for: ``pending`` (claimed ones included) or ``dead``."""
+        if state not in _LISTED_STATES:
+            raise ValueError(f"state must be one of {', '.join(_LISTED_STATES)}, got {state!r}")
+        # The states are this module's constants, never the caller's text.
+        states = ", ".join(f"'{listed}'" for listed in _LISTED_STATES[state])
+        rows = self._read(
+            f"SELECT {_OUTBOX_ENTRY_COLUMNS} FROM outbox WHERE state IN ({states}) ORDER BY received_at, id"
+        )
+        return [OutboxEntry(*row) for row in rows]
+
+    def counts(self):
+        """Number of entries in each state, zeros included."""
+        counts = dict.fromkeys((PENDING, CLAIMED, DELIVERED, DEAD), 0)
+        counts.update(self._read("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
+        return counts
+
+    def oldest_pending_at(self):
+        """When the oldest callback not yet delivered (pending or claimed) was received, or None."""
+        ((oldest,),) = self._read(f"SELECT MIN(received_at) FROM outbox WHERE state IN ('{PENDING}', '{CLAIMED}')")
+        return oldest
+
+    def retry(self, id, now):
+        """Give a dead entry a fresh round of attempts; False if it is not dead."""
+        return self._revive(now, "AND id = :id", {"id": id}) == 1
+
+    def retry_all(self, now):
+        return self._revive(now)
+
+    def expire_waiting(self, now, max_age_s):
+        """Give up (dead) the pending entries that have waited ``max_age_s`` for a listener to register.
+
+        Waiting since next_attempt_at, not received_at: an entry an operator
+        retries, or whose listener went away after a failure, gets the full wait again.
+        """
+        with self._write() as db:
+            return db.execute(
+                f"""UPDATE outbox AS o SET state = '{DEAD}', last_error = :error, last_error_at = :now
+                WHERE o.state = '{PENDING}' AND o.next_attempt_at < :cutoff AND NOT {_HAS_LISTENER}""",
+                {"now": now, "cutoff": now - max_age_s, "error": f"no listener registered within {max_age_s:g} s"},
+            ).rowcount
+
+    def next_due_at(self):
+        """When claim_due will next find something, or None if no entry with a listener is waiting.
+
+        Includes the leases of claimed entries: if their worker dies, they
+        come due when the lease runs out.
+        """
+        [(next_due,)] = self._read(
+            f"""SELECT MIN(CASE o.state WHEN '{PENDING}' THEN o.next_attempt_at ELSE o.claimed_until END)
+            FROM outbox o WHERE o.state IN ('{PENDING}', '{CLAIMED}') AND {_HAS_LISTENER}"""
+        )
+        return next_due
+
+    def purge_delivered_before(self, cutoff):
+        """Forget delivered entries, and so their dedupe keys: keep them longer than ThingSpace retries."""
+        with self._write() as db:
+            return db.execute(
+                f"DELETE FROM outbox WHERE state = '{DELIVERED}' AND delivered_at < :cutoff", {"cutoff": cutoff}
+            ).rowcount
+
+    # -- what a backend provides ------------------------------------------------
+
+    @abstractmethod
+    def _write(self):
+        """A context manager: a transaction, committed on exit (rolled back on an exception).
+
+        It yields an object with DB-API ``execute`` and ``executemany`` that
+        take this module's SQL, each returning a cursor. Read a cursor's
+        results (rowcount included) before the transaction ends: the cursor
+        may be closed with it.
+        """
+
+    @abstractmethod
+    def _read(self, sql, parameters=None):
+        """All the rows of one query, run on its own."""
+
+    @abstractmethod
+    def _migration(self):
+        """A context manager like ``_write`` that makes the processes opening a new store migrate it one at a time."""
+
+    @abstractmethod
+    def _schema_version(self, db):
+        """The version the schema is at, 0 for an empty database; ``db`` is what ``_migration`` yields."""
+
+    @abstractmethod
+    def _set_schema_version(self, db, version):
+        """Record that the schema is now at ``version``, in the migration's transaction."""
+
+    # -- internals ---------------------------------------------------------------
+
+    def _migrate(self, location):
+        """Bring the schema to this gateway's version; ``location`` names the database in an error."""
+        latest = len(self.MIGRATIONS)
+        with self._migration() as db:
+            version = self._schema_version(db)
+            if version > latest:
+                raise RuntimeError(f"{location} has schema version {version}, newer than this gateway's {latest}")
+            for step in self.MIGRATIONS[version:]:
+                for statement in step:
+                    db.execute(statement)
+            if version < latest:
+                self._set_schema_version(db, latest)
+
+    def _settle(self, id, worker, assignments, values):
+        with self._write() as db:
+            cursor = db.execute(
+                f"""UPDATE outbox SET {assignments}, claimed_by = NULL, claimed_until = NULL
+                WHERE id = :id AND state = '{CLAIMED}' AND claimed_by = :worker""",
+                {**values, "id": id, "worker": worker},
+            )
+            return cursor.rowcount == 1
+
+    def _revive(self, now, condition="", values=None):
+        with self._write() as db:
+            return db.execute(
+                f"""UPDATE outbox SET state = '{PENDING}', attempts = 0, next_attempt_at = :now
+                WHERE state = '{DEAD}' {condition}""",
+                {**(values or {}), "now": now},
+            ).rowcount

@@ -1,0 +1,187 @@
+"""Two gateway instances sharing one PostgreSQL database: every callback delivered, none twice.
+
+Real processes, as in production behind a load balancer: two ``m2m-gateway
+serve`` on their own ports, the ThingSpace simulator, a legacy listener, and
+the session's throwaway PostgreSQL server (tests/conftest_postgres.py).
+"""
+
+import http.server
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import requests
+
+from gateway.store import PostgresStore
+from tests.conftest import Gateway
+from tests.test_callbacks import ACCOUNT, go_to_state, identity, parsed, receiver_url, register, rest_callback
+
+# The timeout of one POST to a listener; a claim's lease is 11 of them
+# (DeliveryWorker), short here so that a dead instance's claims lapse soon.
+DELIVERY_TIMEOUT_S = 0.5
+LEASE_S = 11 * DELIVERY_TIMEOUT_S
+
+
+def instance(tmp_path, name, simulator, postgres_url):
+    """A gateway on the shared database, with quick retries; its files in a directory of its own."""
+    directory = tmp_path / name
+    directory.mkdir()
+    return Gateway(
+        directory,
+        simulator.url,
+        store_url=postgres_url,
+        callbacks_timeout_s=DELIVERY_TIMEOUT_S,
+        callbacks_backoff_s="0.2",
+        callbacks_max_attempts="8",
+    )
+
+
+def callback_to(gateway, body):
+    return requests.post(receiver_url(gateway), json=body, timeout=30)
+
+
+def wait_until(condition, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        time.sleep(0.05)
+    return result
+
+
+class StallingListener:
+    """A legacy listener that, while ``stalling``, answers 503 only after the gateway's POST has timed out."""
+
+    STALL_S = DELIVERY_TIMEOUT_S * 3
+
+    def __init__(self):
+        self.stalling = True
+        self.acknowledged = []  # (when, body) of each POST answered 200
+        self.received = 0
+        lock = threading.Lock()
+        listener = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                stalled = listener.stalling
+                if stalled:
+                    time.sleep(listener.STALL_S)
+                with lock:
+                    listener.received += 1
+                    if not stalled:
+                        listener.acknowledged.append((time.time(), body))
+                self.send_response(503 if stalled else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/listener"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_a_go_to_state_through_one_instance_is_called_back_through_the_other_exactly_once(
+    tmp_path, simulator, listener, postgres_url
+):
+    simulator.reset()
+    first = instance(tmp_path, "first", simulator, postgres_url).start()
+    second = instance(tmp_path, "second", simulator, postgres_url).start()
+    try:
+        # Registered through the second: ThingSpace calls back the second,
+        # with the callback credentials the instances share through the store.
+        token = register(second, listener.url)
+        request_id = go_to_state(first, token, [[("Imei", "990000862471901")], [("Imei", "990000862471902")]])
+        listener.wait_for(2)
+        time.sleep(1.0)  # a duplicate would show up here
+        envelopes = listener.acknowledged()
+    finally:
+        first.stop()
+        second.stop()
+    (registered,) = [r for r in simulator.requests(f"/api/m2m/v1/callbacks/{ACCOUNT}") if r["method"] == "POST"]
+    assert registered["json"]["url"] == receiver_url(second)
+    assert sorted(identity(envelope) for envelope in envelopes) == [
+        (request_id, "990000862471901"),
+        (request_id, "990000862471902"),
+    ]
+    # Spelled as the client spelled it to the first: the request memory is shared too.
+    assert {parsed(envelope)[1]("v2:Device/v2:Kind") for envelope in envelopes} == {"Imei"}
+
+
+def test_the_callbacks_a_killed_instance_held_are_delivered_by_the_other_once_its_lease_ends(
+    tmp_path, simulator, postgres_url
+):
+    simulator.reset()
+    listener = StallingListener()
+    doomed = instance(tmp_path, "doomed", simulator, postgres_url).start()
+    survivor = instance(tmp_path, "survivor", simulator, postgres_url)
+    observer = PostgresStore(postgres_url)
+    count = 6
+    try:
+        register(doomed, listener.url)
+        username, password = observer.callback_credentials()
+        for n in range(count):
+            body = rest_callback(f"r-kill-{n}", f"9900000000010{n:02d}", username=username, password=password)
+            assert callback_to(doomed, body).status_code == 200
+
+        # The survivor is started only after the kill, so every claim is the doomed one's.
+        def claims():
+            with psycopg.connect(postgres_url) as db:
+                return dict(db.execute("SELECT request_id, claimed_until FROM outbox WHERE state = 'claimed'"))
+
+        wait_until(lambda: len(claims()) >= 3, 10, "the doomed instance claiming callbacks")
+        doomed.stop(signal.SIGKILL)
+        held = claims()
+        listener.stalling = False
+        survivor.start()
+        wait_until(lambda: len(listener.acknowledged) >= count, LEASE_S + 30, "every callback acknowledged")
+        time.sleep(1.0)  # a duplicate would show up here
+    finally:
+        survivor.stop()
+        doomed.stop()
+        observer.close()
+        listener.close()
+    delivered = {identity(body)[0]: when for when, body in listener.acknowledged}
+    assert len(listener.acknowledged) == len(delivered) == count
+    assert sorted(delivered) == [f"r-kill-{n}" for n in range(count)]
+    assert len(held) >= 3
+    for request_id, lease_end in held.items():
+        assert delivered[request_id] >= lease_end, f"{request_id} taken from its claim holder before the lease ended"
+
+
+def test_two_thousand_callbacks_spread_over_both_instances_are_each_delivered_once(
+    tmp_path, simulator, listener, postgres_url
+):
+    simulator.reset()
+    instances = [instance(tmp_path, name, simulator, postgres_url).start() for name in ("a", "b")]
+    count = 2000
+    try:
+        register(instances[0], listener.url)
+        store = PostgresStore(postgres_url)
+        username, password = store.callback_credentials()
+        store.close()
+
+        def post(n):
+            body = rest_callback(f"r-many-{n}", f"99{n:013d}", username=username, password=password)
+            return callback_to(instances[n % 2], body).status_code
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(post, range(count))) == {200}
+        listener.wait_for(count, timeout_s=240)
+        print(f"\n{count} callbacks stored and delivered by two instances in {time.monotonic() - started:.1f} s")
+        time.sleep(1.5)  # a duplicate would show up here
+    finally:
+        for gateway in instances:
+            gateway.stop()
+    acknowledged = [identity(envelope) for envelope in listener.acknowledged()]
+    assert len(listener.all()) == len(acknowledged) == len(set(acknowledged)) == count
+    delivered_by = [gateway.log().count(" delivered (attempt ") for gateway in instances]
+    assert sum(delivered_by) == count and min(delivered_by) > 0, delivered_by

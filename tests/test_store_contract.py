@@ -1,0 +1,423 @@
+"""What every store backend does the same: each test runs on SQLite and on PostgreSQL.
+
+Settings, listeners, request memory and the outbox, through the one
+interface the gateway uses; stores are opened with ``open_store`` from
+``[store]`` settings, as the gateway opens them. Several tests start processes
+(spawn: a fresh interpreter, as separate gateway processes would be) that use
+the same store at the same time.
+"""
+
+import itertools
+import json
+import multiprocessing
+import os
+import queue
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from gateway import config
+from gateway.exceptions import ConfigError
+from gateway.store import Delivery, OutboxEntry, PostgresStore, Registration, SqliteStore, StoreClosed, open_store
+
+SPAWN = multiprocessing.get_context("spawn")
+PROCESS_TIMEOUT_S = 60
+NOW = 1_000.0
+ACCOUNT, SERVICE, URL = "0000123456-00001", "GoToState", "http://listener.example/callbacks"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def new_settings(request, tmp_path):
+    """Makes ``[store]`` settings naming a new, empty store of the backend under test."""
+    if request.param == "sqlite":
+        numbers = itertools.count()
+        return lambda: config.Store(path=str(tmp_path / f"store-{next(numbers)}" / "gateway.sqlite3"), url=None)
+    server = request.getfixturevalue("postgres_server")
+    return lambda: config.Store(path="unused", url=server.create_database())
+
+
+@pytest.fixture
+def settings(new_settings):
+    return new_settings()
+
+
+@pytest.fixture
+def store(settings):
+    store = open_store(settings)
+    yield store
+    store.close()
+
+
+def register(store, account=ACCOUNT):
+    store.put_registration(account, SERVICE, URL, "listener", "s3cret")
+
+
+def add(store, key, now=NOW, account=ACCOUNT):
+    return store.add_callback(key, account, SERVICE, f"request-{key}", json.dumps({"key": key}), now)
+
+
+def ids(entries):
+    return [entry.id for entry in entries]
+
+
+def run_processes(target, args_per_process):
+    """Run target(*args, start_barrier, results) in one spawned process per args; return what they put."""
+    start, results = SPAWN.Barrier(len(args_per_process)), SPAWN.Queue()
+    processes = [SPAWN.Process(target=target, args=(*args, start, results)) for args in args_per_process]
+    for process in processes:
+        process.start()
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    collected = []
+    try:
+        while len(collected) < len(processes):
+            try:
+                collected.append(results.get(timeout=0.2))
+            except queue.Empty:
+                failed = [process.exitcode for process in processes if process.exitcode not in (None, 0)]
+                assert not failed, f"a process failed with exit code {failed}"
+                assert time.monotonic() < deadline, "the processes did not finish in time"
+    finally:
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+    return collected
+
+
+# Run in the spawned processes: module-level so that they can be found by name.
+
+
+def _open_and_get_callback_credentials(settings, start, results):
+    start.wait(timeout=PROCESS_TIMEOUT_S)
+    store = open_store(settings)
+    results.put(store.callback_credentials())
+    store.close()
+
+
+def _claim_until_none_left(settings, worker, start, results):
+    store = open_store(settings)
+    claimed = []
+    start.wait(timeout=PROCESS_TIMEOUT_S)
+    while batch := store.claim_due(worker, NOW, lease_s=600, limit=5):
+        claimed += ids(batch)
+        for delivery in batch:
+            store.mark_delivered(delivery.id, worker, NOW)
+        # As if delivering: SQLite's lock is not fair, and without a pause
+        # one process could take every batch before the others wake up.
+        time.sleep(0.005)
+    results.put(claimed)
+    store.close()
+
+
+def _add_callbacks_then_die(settings, count):
+    store = open_store(settings)
+    for n in range(count):
+        add(store, f"key-{n}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- choosing the backend -------------------------------------------------------------
+
+
+def test_the_store_url_selects_postgresql_and_an_empty_one_sqlite(tmp_path, postgres_url):
+    path = str(tmp_path / "gateway.sqlite3")
+    sqlite = open_store(config.load(environ={"M2MGW_STORE_PATH": path}).store)
+    postgres = open_store(config.load(environ={"M2MGW_STORE_PATH": path, "M2MGW_STORE_URL": postgres_url}).store)
+    assert isinstance(sqlite, SqliteStore) and isinstance(postgres, PostgresStore)
+    sqlite.close()
+    postgres.close()
+
+
+def test_a_store_url_that_is_not_postgresql_stops_start_up_without_showing_its_password():
+    with pytest.raises(ConfigError, match=r"\[store\] url: must be a postgresql:// URL") as raised:
+        config.load(environ={"M2MGW_STORE_URL": "mysql://gateway:hunter2@db.example.com/m2m"})
+    assert "hunter2" not in str(raised.value)
+
+
+def test_the_store_settings_keep_the_url_and_its_password_out_of_their_repr():
+    settings = config.load(environ={"M2MGW_STORE_URL": "postgresql://gateway:hunter2@db.example.com/m2m"})
+    assert settings.store.url == "postgresql://gateway:hunter2@db.example.com/m2m"
+    assert "hunter2" not in repr(settings) and "hunter2" not in repr(settings.store)
+
+
+def test_records_keep_the_password_out_of_their_repr():
+    registration = Registration(ACCOUNT, SERVICE, URL, "listener", "s3cret")
+    delivery = Delivery(1, ACCOUNT, SERVICE, "r", "{}", 0, URL, "listener", "s3cret", NOW)
+    for record in (registration, delivery):
+        assert "s3cret" not in repr(record) and "listener" in repr(record)
+
+
+# -- the store as a whole ----------------------------------------------------------------
+
+
+def test_data_survives_a_close_and_a_reopen(settings):
+    store = open_store(settings)
+    register(store)
+    add(store, "a")
+    store.remember_request("request-a", {"state": "State"}, NOW)
+    credentials = store.callback_credentials()
+    store.close()
+    with pytest.raises(StoreClosed):
+        store.counts()
+
+    reopened = open_store(settings)
+    assert reopened.registration(ACCOUNT, SERVICE) is not None
+    assert [entry.request_id for entry in reopened.outbox("pending")] == ["request-a"]
+    assert reopened.kind_spellings("request-a") == {"state": "State"}
+    assert reopened.callback_credentials() == credentials
+    reopened.close()
+
+
+def test_threads_use_the_store_at_once(store):
+    register(store)
+    with ThreadPoolExecutor(8) as pool:
+        added = list(pool.map(lambda n: add(store, f"key-{n}"), range(200)))
+    assert all(added)
+    assert store.counts()["pending"] == 200
+
+
+# -- callback credentials ------------------------------------------------------------
+
+
+def test_callback_credentials_are_made_once_and_kept(store, new_settings):
+    username, password = store.callback_credentials()
+    assert len(username) >= 16 and len(password) >= 32
+    assert store.callback_credentials() == (username, password)
+    other = open_store(new_settings())
+    assert other.callback_credentials() != (username, password)
+    other.close()
+
+
+def test_four_processes_opening_a_new_store_at_once_agree_on_the_callback_credentials(settings):
+    # Each also creates the schema if it finds none: exactly one may.
+    credentials = run_processes(_open_and_get_callback_credentials, [(settings,)] * 4)
+    assert len(credentials) == 4
+    assert len(set(credentials)) == 1
+    store = open_store(settings)
+    assert store.callback_credentials() == credentials[0]
+    store.close()
+
+
+# -- registrations -----------------------------------------------------------------------
+
+
+def test_registrations_are_put_replaced_listed_and_deleted(store):
+    assert store.registration(ACCOUNT, SERVICE) is None
+    store.put_registration("b", SERVICE, URL, "u", "p")
+    store.put_registration("a", SERVICE, "http://old", "u", "p")
+    store.put_registration("a", SERVICE, URL, "listener", "s3cret")
+    store.put_registration("a", "Another", URL, None, None)
+
+    assert store.registration("a", SERVICE) == Registration("a", SERVICE, URL, "listener", "s3cret")
+    assert [(r.account, r.service) for r in store.registrations()] == [("a", "Another"), ("a", SERVICE), ("b", SERVICE)]
+    assert [r.service for r in store.registrations("a")] == ["Another", SERVICE]
+    assert store.registrations("nobody") == []
+
+    assert store.delete_registration("a", SERVICE) is True
+    assert store.delete_registration("a", SERVICE) is False
+    assert store.registration("a", SERVICE) is None
+
+
+# -- request memory ------------------------------------------------------------------------
+
+
+def test_requests_are_remembered_and_forgotten_by_age(store):
+    store.remember_request("old", {"state": "State"}, NOW - 100)
+    store.remember_request("new", {"state": "STATE"}, NOW)
+    assert store.kind_spellings("new") == {"state": "STATE"}
+    assert store.kind_spellings("unknown") == {}
+
+    assert store.forget_requests_before(NOW - 50) == 1
+    assert store.kind_spellings("old") == {}
+    assert store.kind_spellings("new") == {"state": "STATE"}
+
+
+# -- the outbox ------------------------------------------------------------------------------
+
+
+def test_a_duplicate_callback_is_refused_whatever_the_state_of_the_first(store):
+    register(store)
+    assert add(store, "a") is True
+    assert store.add_callback("a", ACCOUNT, SERVICE, "other", "other body", NOW) is False
+    [delivery] = store.claim_due("w", NOW, lease_s=30, limit=10)
+    assert delivery.body == json.dumps({"key": "a"})
+    assert add(store, "a") is False
+    store.mark_delivered(delivery.id, "w", NOW)
+    assert add(store, "a") is False
+    assert store.counts() == {"pending": 0, "claimed": 0, "delivered": 1, "dead": 0}
+
+
+def test_a_claim_joins_the_registration_and_takes_due_entries_oldest_first_up_to_the_limit(store):
+    register(store)
+    add(store, "second", now=NOW - 5)
+    add(store, "first", now=NOW - 10)
+    add(store, "third", now=NOW - 1)
+    add(store, "later", now=NOW + 10)  # not due yet
+
+    first_two = store.claim_due("w", NOW, lease_s=30, limit=2)
+    assert [d.request_id for d in first_two] == ["request-first", "request-second"]
+    assert first_two[0] == Delivery(
+        first_two[0].id, ACCOUNT, SERVICE, "request-first", json.dumps({"key": "first"}), 0, URL, "listener", "s3cret", NOW - 10
+    )
+    assert [d.request_id for d in store.claim_due("w", NOW, lease_s=30, limit=10)] == ["request-third"]
+    assert store.claim_due("w", NOW, lease_s=30, limit=10) == []
+    assert [d.request_id for d in store.claim_due("w", NOW + 10, lease_s=30, limit=10)] == ["request-later"]
+
+
+def test_entries_without_a_listener_wait_and_are_claimed_once_one_registers(store):
+    add(store, "a")
+    assert store.claim_due("w", NOW, lease_s=30, limit=10) == []
+    assert store.next_due_at() is None
+    register(store)
+    assert store.next_due_at() == NOW
+    assert [d.request_id for d in store.claim_due("w", NOW, lease_s=30, limit=10)] == ["request-a"]
+
+
+def test_an_expired_lease_passes_the_entry_to_another_worker(store):
+    register(store)
+    add(store, "a")
+    [first] = store.claim_due("dies", NOW, lease_s=10, limit=10)
+    assert store.claim_due("takes-over", NOW + 5, lease_s=10, limit=10) == []
+    [second] = store.claim_due("takes-over", NOW + 11, lease_s=10, limit=10)
+    assert second.id == first.id
+
+    assert store.mark_delivered(first.id, "dies", NOW + 12) is False
+    assert store.mark_failed(first.id, "dies", NOW + 12, "late", retry_at=NOW + 60) is False
+    assert store.mark_delivered(second.id, "takes-over", NOW + 12) is True
+    assert store.counts()["delivered"] == 1
+
+
+def test_a_failed_attempt_is_retried_at_its_time_then_given_up(store):
+    register(store)
+    add(store, "a")
+    [delivery] = store.claim_due("w", NOW, lease_s=30, limit=10)
+    assert store.mark_failed(delivery.id, "w", NOW + 1, "x" * 600, retry_at=NOW + 60) is True
+    [entry] = store.outbox("pending")
+    assert (entry.state, entry.attempts, entry.next_attempt_at) == ("pending", 1, NOW + 60)
+    assert entry.last_error == "x" * 500
+    assert store.claim_due("w", NOW + 59, lease_s=30, limit=10) == []
+
+    [delivery] = store.claim_due("w", NOW + 60, lease_s=30, limit=10)
+    assert delivery.attempts == 1
+    assert store.mark_failed(delivery.id, "w", NOW + 61, "refused", retry_at=None) is True
+    assert store.mark_failed(delivery.id, "w", NOW + 61, "refused", retry_at=None) is False
+    assert store.outbox("pending") == []
+    [dead] = store.outbox("dead")
+    assert (dead.state, dead.attempts, dead.last_error) == ("dead", 2, "refused")
+    assert store.claim_due("w", NOW + 1000, lease_s=30, limit=10) == []
+    assert store.next_due_at() is None
+
+
+def test_retry_and_retry_all_revive_dead_entries_with_fresh_attempts(store):
+    register(store)
+    for key in ("a", "b", "c"):
+        add(store, key)
+    for delivery in store.claim_due("w", NOW, lease_s=30, limit=10):
+        store.mark_failed(delivery.id, "w", NOW, "refused", retry_at=None)
+    a, b, c = ids(store.outbox("dead"))
+
+    assert store.retry(a, NOW + 100) is True
+    assert store.retry(a, NOW + 100) is False  # no longer dead
+    [revived] = store.outbox("pending")
+    assert (revived.id, revived.attempts, revived.next_attempt_at) == (a, 0, NOW + 100)
+
+    assert store.retry_all(NOW + 200) == 2
+    assert ids(store.outbox("pending")) == [a, b, c]
+    assert store.outbox("dead") == []
+    assert ids(store.claim_due("w", NOW + 200, lease_s=30, limit=10)) == [a, b, c]
+
+
+def test_entries_that_waited_too_long_for_a_listener_expire(store):
+    register(store)
+    add(store, "listened", now=NOW - 100)
+    add(store, "old", now=NOW - 100, account="unregistered")
+    add(store, "young", now=NOW - 10, account="unregistered")
+
+    assert store.expire_waiting(NOW, max_age_s=60) == 1
+    [dead] = store.outbox("dead")
+    assert dead.request_id == "request-old"
+    assert dead.last_error == "no listener registered within 60 s"
+    assert [e.request_id for e in store.outbox("pending")] == ["request-listened", "request-young"]
+
+
+def test_the_pending_listing_shows_claimed_entries_as_they_are(store):
+    register(store)
+    add(store, "a", now=NOW - 1)
+    add(store, "b")
+    store.claim_due("w", NOW, lease_s=30, limit=1)
+    assert [(e.request_id, e.state) for e in store.outbox("pending")] == [("request-a", "claimed"), ("request-b", "pending")]
+    assert all(isinstance(e, OutboxEntry) for e in store.outbox("pending"))
+    assert store.counts() == {"pending": 1, "claimed": 1, "delivered": 0, "dead": 0}
+    with pytest.raises(ValueError):
+        store.outbox("delivered")
+
+
+def test_next_due_at_is_the_earliest_attempt_or_lease_end_of_a_listened_entry(store):
+    assert store.next_due_at() is None
+    register(store)
+    add(store, "unlistened", now=NOW - 50, account="unregistered")
+    add(store, "later", now=NOW + 20)
+    add(store, "sooner", now=NOW + 10)
+    assert store.next_due_at() == NOW + 10
+
+    store.claim_due("w", NOW + 10, lease_s=5, limit=1)  # a worker that may die holding it
+    assert store.next_due_at() == NOW + 15
+
+
+def test_delivered_entries_are_kept_until_purged_and_then_their_key_is_free(store):
+    register(store)
+    add(store, "old")
+    add(store, "new")
+    old, new = store.claim_due("w", NOW, lease_s=30, limit=10)
+    store.mark_delivered(old.id, "w", NOW)
+    store.mark_delivered(new.id, "w", NOW + 100)
+
+    assert store.purge_delivered_before(NOW + 50) == 1
+    assert store.counts()["delivered"] == 1
+    assert add(store, "old") is True
+    assert add(store, "new") is False
+
+
+def test_timestamps_keep_their_fractions_of_a_second(store):
+    now = 1_767_225_600.123456  # 2026, to the microsecond
+    store.add_callback("a", ACCOUNT, SERVICE, "request-a", "{}", now)
+    [entry] = store.outbox("pending")
+    assert entry.received_at == entry.next_attempt_at == now
+
+
+def test_an_id_is_never_reused_after_a_purge(store):
+    register(store)
+    add(store, "a")
+    [first] = store.claim_due("w", NOW, lease_s=30, limit=10)
+    store.mark_delivered(first.id, "w", NOW)
+    store.purge_delivered_before(NOW + 1)
+    add(store, "b")
+    [second] = store.claim_due("w", NOW, lease_s=30, limit=10)
+    assert second.id > first.id
+
+
+def test_processes_claiming_at_once_never_get_the_same_entry(store, settings):
+    register(store)
+    for n in range(500):
+        add(store, f"key-{n}")
+    expected = ids(store.outbox("pending"))
+
+    per_worker = run_processes(_claim_until_none_left, [(settings, f"worker-{n}") for n in range(4)])
+    claimed = [entry_id for ids_of_one in per_worker for entry_id in ids_of_one]
+    assert len(claimed) == len(set(claimed)), "an entry was claimed twice"
+    assert sorted(claimed) == sorted(expected)
+    assert sum(1 for ids_of_one in per_worker if ids_of_one) >= 2, "no two processes claimed at the same time"
+    assert store.counts()["delivered"] == 500
+
+
+def test_an_acknowledged_callback_survives_the_process_being_killed(settings):
+    process = SPAWN.Process(target=_add_callbacks_then_die, args=(settings, 3))
+    process.start()
+    process.join(timeout=PROCESS_TIMEOUT_S)
+    assert process.exitcode == -signal.SIGKILL
+
+    store = open_store(settings)
+    assert [e.request_id for e in store.outbox("pending")] == ["request-key-0", "request-key-1", "request-key-2"]
+    store.close()

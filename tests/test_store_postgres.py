@@ -1,0 +1,90 @@
+"""What only the PostgreSQL store does: its schema version table, its row locks, its connections.
+
+Everything both backends do is in test_store_contract.py; these run against
+the session's throwaway server (tests/conftest_postgres.py).
+"""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from gateway.store import PostgresStore
+
+NOW = 1_000.0
+ACCOUNT, SERVICE, URL = "0000123456-00001", "GoToState", "http://listener.example/callbacks"
+
+
+@pytest.fixture
+def store(postgres_url):
+    store = PostgresStore(postgres_url)
+    yield store
+    store.close()
+
+
+def add(store, key):
+    return store.add_callback(key, ACCOUNT, SERVICE, f"request-{key}", "{}", NOW)
+
+
+def test_the_schema_is_created_on_first_open_and_its_version_kept_in_a_table(store, postgres_url):
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        tables = {row[0] for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"settings", "registrations", "requests", "outbox", "schema_version"} <= tables
+    PostgresStore(postgres_url).close()  # a second start finds it done
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+
+
+def test_a_database_with_a_newer_schema_is_refused(store, postgres_url):
+    with psycopg.connect(postgres_url) as db:
+        db.execute("INSERT INTO schema_version (version) VALUES (2)")
+    with pytest.raises(RuntimeError, match="schema version 2, newer than this gateway's 1"):
+        PostgresStore(postgres_url)
+
+
+def test_a_claim_skips_the_entries_another_claimer_has_locked_instead_of_waiting(store, postgres_url):
+    store.put_registration(ACCOUNT, SERVICE, URL, "listener", "s3cret")
+    add(store, "a")
+    add(store, "b")
+    with psycopg.connect(postgres_url) as other, ThreadPoolExecutor(1) as pool:
+        # A claimer on another host, between its SELECT ... FOR UPDATE and its commit.
+        other.execute("SELECT id FROM outbox WHERE request_id = 'request-a' FOR UPDATE")
+        claimed = pool.submit(store.claim_due, "w", NOW, 30, 10).result(timeout=5)
+        assert [delivery.request_id for delivery in claimed] == ["request-b"]
+
+
+def test_connections_the_server_dropped_are_replaced_on_the_next_call(store, postgres_url):
+    store.put_registration(ACCOUNT, SERVICE, URL, "listener", "s3cret")
+    with ThreadPoolExecutor(4) as pool:  # several connections, all idle afterwards
+        list(pool.map(lambda n: add(store, f"key-{n}"), range(20)))
+
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        dropped = admin.execute(
+            """SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid()) AS terminated"""
+        ).fetchone()[0]
+    assert dropped >= 1
+
+    assert store.counts()["pending"] == 20
+    assert add(store, "after") is True
+    assert len(store.claim_due("w", NOW, 30, 100)) == 21
+
+
+def test_a_closed_store_gives_its_connections_back_to_the_server(store, postgres_url):
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: add(store, f"key-{n}"), range(20)))
+
+    def connections():
+        with psycopg.connect(postgres_url) as db:
+            return db.execute(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+
+    assert 1 <= connections() <= 4
+    store.close()
+    deadline = time.monotonic() + 5  # a backend goes a moment after its client hangs up
+    while connections() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert connections() == 0
