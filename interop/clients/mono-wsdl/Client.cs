@@ -1,0 +1,42 @@
+// Mono's wsdl (the .NET Framework wsdl.exe: ASMX SoapHttpClientProtocol)
+// generated Gen.Session and Gen.State from the served WSDLs; the proxies hold
+// the WSDL's soap:address, and the token header is the SoapHeader class the
+// WSDL's header declaration generated (named after its type, xs:string).
+using System;
+
+public static class Client
+{
+    static readonly string[][] Devices = {
+        new[] { "990000862471854", "89148000000800784259" },
+        new[] { "990000862471855", "89148000000800784260" },
+    };
+
+    public static int Main(string[] args)
+    {
+        var session = new Gen.Session.SessionService();
+        var login = session.LogIn(new Gen.Session.LogInRequest { Username = "demo", Password = "demo-password" });
+        Console.WriteLine("SESSION " + login.SessionToken);
+
+        var state = new Gen.State.StateService();
+        state.token = new Gen.State.@string { Text = new[] { login.SessionToken } };
+        var devices = new Gen.State.DeviceIdentifierCollection[Devices.Length];
+        for (int i = 0; i < Devices.Length; i++)
+        {
+            devices[i] = new Gen.State.DeviceIdentifierCollection {
+                DeviceIdentifiers = new[] {
+                    new Gen.State.DeviceIdentifier { Kind = "IMEI", Identifier = Devices[i][0] },
+                    new Gen.State.DeviceIdentifier { Kind = "ICCID", Identifier = Devices[i][1] },
+                },
+            };
+        }
+        var result = state.GoToState(new Gen.State.GoToStateRequest {
+            DeviceList = devices,
+            ServiceName = "fast1",
+            StateName = "new active",
+            ServicePlan = "4G East",
+            MdnZipCode = "94203",
+        });
+        Console.WriteLine("REQUEST " + result.RequestId);
+        return 0;
+    }
+}
