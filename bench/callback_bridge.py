@@ -1,0 +1,364 @@
+"""Callback bridge: REST callbacks posted to the gateway's receiver, delivered as SOAP to a listener.
+
+A real ``python -m gateway serve`` process (its default serving, SQLite store in
+a temporary directory, callback credentials from M2MGW_CALLBACKS_USERNAME /
+PASSWORD, the listener's registration written into the store file before it
+starts) receives COUNT distinct goToState callbacks from C closed-loop posters.
+A local listener (a child process, bench.common.serve_http) answers 200 at
+once and timestamps each arrival. Times are CLOCK_MONOTONIC, which all
+processes of the machine share.
+
+accepted/s   2xx answers (each one a callback committed to the store) per second,
+             from the first post to the last 2xx
+delivered/s  callbacks that reached the listener per second, from the first post
+             to the last arrival
+latency      listener arrival - the poster's 2xx, matched by requestId
+
+    python -m bench.callback_bridge [--count 5000] [--posters 8] [--profile]
+"""
+
+import argparse
+import cProfile
+import json
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench.common import (
+    HOST,
+    Background,
+    Child,
+    closed_loop,
+    cpu_seconds,
+    ensure_gunicorn,
+    free_port,
+    own_cpu_seconds,
+    percentile,
+    print_machine,
+    print_profile,
+    print_table,
+    python_module,
+    serve_http,
+    verdict,
+)
+
+ACCEPTED_TARGET = 1000
+DELIVERED_TARGET = 500
+P50_TARGET_MS = 20
+ACCOUNT = "0000123456-00001"
+SERVICE = "StateService"
+CALLBACK_PATH = f"/callbacks/thingspace/{ACCOUNT}/{SERVICE}"
+CALLBACK_USERNAME = "bench-thingspace"
+CALLBACK_PASSWORD = "bench-callback-password"
+WARM_UP = 50
+DRAIN_TIMEOUT_S = 180
+POST_TIMEOUT_S = 240
+_REQUEST_ID = re.compile(rb"<RequestId>([^<]*)</RequestId>")
+
+
+def callback(request_id, number):
+    """A goToState callback as ThingSpace posts it (the shape of the REST document's example)."""
+    imei = f"99000086{number:07d}"
+    iccid = f"891480000008{number:08d}"
+    return {
+        "requestId": request_id,
+        "deviceIds": [{"id": imei, "kind": "imei"}],
+        "deviceResponse": {
+            "goToStateResponse": {
+                "deviceIds": [{"id": imei, "kind": "imei"}, {"id": iccid, "kind": "iccid"}, {"id": f"5555{number:06d}", "kind": "mdn"}],
+                "ipAddress": "10.0.0.1",
+                "servicePlan": "4G East",
+                "accountName": ACCOUNT,
+                "serviceName": "fast1",
+                "stateName": "new active",
+                "stageStateChangeReasonCode": "",
+                "stageStateChangeReasonDesc": "",
+            }
+        },
+        "status": "Success",
+        "callbackCount": 1,
+        "maxCallbackThreshold": 4,
+        "username": CALLBACK_USERNAME,
+        "password": CALLBACK_PASSWORD,
+    }
+
+
+# -- the listener (a child process) -----------------------------------------------------------
+
+
+def serve_listener(port):
+    arrivals = []  # (monotonic time, requestId)
+
+    def answer(method, target, headers, body):
+        if method == "POST":
+            match = _REQUEST_ID.search(body)
+            arrivals.append((time.monotonic(), match.group(1).decode() if match else None))
+            return 200, "text/xml", b""
+        if target.startswith("/_count"):
+            return 200, "application/json", str(len(arrivals)).encode()
+        if target.startswith("/_arrivals"):
+            return 200, "application/json", json.dumps(arrivals).encode()
+        return 404, "text/plain", b""
+
+    serve_http(port, answer)
+
+
+def _get(port, path):
+    with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for_arrivals(port, count, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _get(port, "/_count") >= count:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# -- posting ----------------------------------------------------------------------------------
+
+
+def post_all(port, jobs, posters):
+    """Jobs are (requestId, body) or (requestId, body, due): due seconds after the start, not before."""
+    headers = {"Content-Type": "application/json"}
+    started = time.monotonic()
+
+    def send(connection, job):
+        if len(job) == 3:
+            time.sleep(max(0.0, started + job[2] - time.monotonic()))
+        status, _ = connection.request("POST", CALLBACK_PATH, job[1], headers)
+        return status
+
+    return closed_loop(posters, port, send, jobs=jobs, duration_s=POST_TIMEOUT_S)
+
+
+def jobs_for(prefix, count):
+    return [(f"{prefix}-{n:06d}", json.dumps(callback(f"{prefix}-{n:06d}", n)).encode()) for n in range(count)]
+
+
+# -- the benchmark ----------------------------------------------------------------------------
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=5000, help="callbacks to post (at most 50,000)")
+    parser.add_argument("--posters", type=int, default=8, help="concurrent posters (C)")
+    parser.add_argument("--paced-rate", type=float, default=100, help="callbacks per second of the paced phase")
+    parser.add_argument("--paced-count", type=int, default=500)
+    parser.add_argument("--profile", action="store_true", help="also profile the receiver and the delivery worker in-process")
+    parser.add_argument("--profile-count", type=int, default=1000)
+    parser.add_argument("--listener-child", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.listener_child:
+        serve_listener(args.listener_child)
+        return 0
+    args.count = max(1, min(args.count, 50_000))
+    args.paced_count = max(1, min(args.paced_count, 5_000))
+    args.paced_rate = max(1.0, min(args.paced_rate, 1000.0))
+
+    print_machine()
+    ensure_gunicorn()
+    from gateway.store import SqliteStore
+
+    with tempfile.TemporaryDirectory(prefix="m2m-bench-") as tmp:
+        workdir = Path(tmp)
+        listener_port, gateway_port = free_port(), free_port()
+        listener = Child(
+            python_module("bench.callback_bridge", "--listener-child", listener_port),
+            log_path=workdir / "listener.log",
+            port=listener_port,
+        ).start()
+        store_path = workdir / "gateway.sqlite3"
+        store = SqliteStore(store_path)
+        store.put_registration(ACCOUNT, SERVICE, f"http://{HOST}:{listener_port}/listener", "legacy-user", "legacy-pass")
+        store.close()
+        env = {
+            "M2MGW_SERVER_PORT": str(gateway_port),
+            "M2MGW_STORE_PATH": str(store_path),
+            "M2MGW_CALLBACKS_USERNAME": CALLBACK_USERNAME,
+            "M2MGW_CALLBACKS_PASSWORD": CALLBACK_PASSWORD,
+            "M2MGW_UPSTREAM_BASE_URL": f"http://{HOST}:{free_port()}",  # never called here
+        }
+        gateway = Child(python_module("gateway", "serve"), env=env, log_path=workdir / "gateway.log", port=gateway_port).start()
+
+        # Warm-up: connections, worker threads, the store's first writes.
+        warm, _ = post_all(gateway_port, jobs_for("warm", WARM_UP), args.posters)
+        if sum(1 for *_, status in warm if status == 200) != WARM_UP:
+            raise SystemExit(f"warm-up callbacks were refused: {[s for *_, s in warm][:10]}\n{gateway.log()[-2000:]}")
+        if not wait_for_arrivals(listener_port, WARM_UP, 30):
+            raise SystemExit(f"warm-up callbacks were not delivered\n{gateway.log()[-2000:]}")
+
+        phases = [
+            measure_phase(f"burst: {args.count:,} callbacks, {args.posters} closed-loop posters", "burst", args.count, args.posters, None, gateway, listener),
+            measure_phase(
+                f"paced: {args.paced_count:,} callbacks at {args.paced_rate:g}/s", "paced", args.paced_count, 4, args.paced_rate, gateway, listener
+            ),
+        ]
+        gateway.stop()
+        listener.stop()
+        counts = SqliteStore(store_path).counts()
+        log = gateway.log()
+
+    burst = phases[0]
+    print_table(
+        "callback bridge: REST callbacks -> store -> SOAP delivery (real `python -m gateway serve`, SQLite)",
+        ["phase", "accepted/s", "delivered/s", "p50 receipt->delivery ms", "p99 ms", "2xx / refused / delivered / dup"],
+        [phase["row"] for phase in phases],
+        notes=[
+            f"targets (burst): accepted ≥ {ACCEPTED_TARGET:,}/s: {verdict(burst['accepted_rate'], ACCEPTED_TARGET, True)}; "
+            f"delivered ≥ {DELIVERED_TARGET}/s: {verdict(burst['delivered_rate'], DELIVERED_TARGET, True)}; "
+            f"p50 < {P50_TARGET_MS} ms: {verdict(burst['p50'], P50_TARGET_MS, False)} "
+            f"(paced, no backlog: {verdict(phases[1]['p50'], P50_TARGET_MS, False)})",
+            *(phase["note"] for phase in phases),
+            f"store after the run: {counts}",
+            "accepted/s: 2xx per second from the first post to the last 2xx; delivered/s: arrivals at the listener per "
+            "second from the first post to the last arrival; latency: arrival - 2xx, by requestId.",
+        ],
+    )
+    problems = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line or "failed" in line]
+    if problems:
+        print(f"\ngateway log: {len(problems)} problem lines, first: {problems[0][:300]}")
+    if args.profile:
+        profile(args.profile_count)
+    return 0
+
+
+def measure_phase(title, prefix, count, posters, rate, gateway, listener):
+    """Post ``count`` callbacks (closed loop, or at ``rate`` per second), wait until all are delivered."""
+    jobs = jobs_for(prefix, count)
+    if rate:
+        jobs = [(rid, body, number / rate) for number, (rid, body) in enumerate(jobs)]
+    already = _get(listener.port, "/_count")
+    background = Background([gateway.pid, listener.pid])
+    gateway_cpu, listener_cpu, poster_cpu = cpu_seconds(gateway.pid), cpu_seconds(listener.pid), own_cpu_seconds()
+    results, _ = post_all(gateway.port, jobs, posters)
+    posted_cpu = own_cpu_seconds() - poster_cpu
+    drained = wait_for_arrivals(listener.port, already + count, DRAIN_TIMEOUT_S)
+    background.stop()
+    gateway_cpu, listener_cpu = cpu_seconds(gateway.pid) - gateway_cpu, cpu_seconds(listener.pid) - listener_cpu
+    arrivals = _get(listener.port, "/_arrivals")
+
+    first_post = min(started for _, started, _, _ in results)
+    accepted = {job[0]: finished for job, _, finished, status in results if status is not None and 200 <= status < 300}
+    refused = len(results) - len(accepted)
+    arrived = {}
+    duplicates = 0
+    for at, request_id in arrivals:
+        if request_id is None or not request_id.startswith(prefix + "-"):
+            continue
+        if request_id in arrived:
+            duplicates += 1
+        else:
+            arrived[request_id] = at
+    last_accept = max(accepted.values(), default=first_post)
+    last_arrival = max(arrived.values(), default=first_post)
+    accepted_rate = len(accepted) / (last_accept - first_post) if accepted else 0.0
+    delivered_rate = len(arrived) / (last_arrival - first_post) if arrived else 0.0
+    latencies = [(arrived[rid] - accepted[rid]) * 1000 for rid in arrived if rid in accepted]
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    during = sum(1 for at in arrived.values() if at <= last_accept)
+    after_s = last_arrival - last_accept
+    drain = f", {during:,} delivered while posting ({during / (last_accept - first_post):,.0f}/s)" if accepted else ""
+    if after_s > 0.5:
+        drain += f", the other {len(arrived) - during:,} after it at {(len(arrived) - during) / after_s:,.0f}/s"
+    note = (
+        f"{prefix}: posting took {last_accept - first_post:.2f} s{drain}; the last delivery came {last_arrival - first_post:.2f} s "
+        f"after the first post (latency min {min(latencies, default=float('nan')):.1f} ms, max "
+        f"{max(latencies, default=float('nan')):.0f} ms){'' if drained else f'; NOT ALL DELIVERED within {DRAIN_TIMEOUT_S} s'}; "
+        f"CPU: gateway (all its processes) {gateway_cpu:.2f} s = {gateway_cpu * 1000 / max(len(arrived), 1):.2f} ms per "
+        f"callback received and delivered, listener {listener_cpu:.2f} s, posters {posted_cpu:.2f} s; {background.note()}"
+    )
+    return {
+        "row": [title, accepted_rate, delivered_rate, p50, p99, f"{len(accepted):,} / {refused} / {len(arrived):,} / {duplicates}"],
+        "note": note,
+        "accepted_rate": accepted_rate,
+        "delivered_rate": delivered_rate,
+        "p50": p50,
+    }
+
+
+# -- in-process profile ---------------------------------------------------------------------
+
+
+def profile(count):
+    """cProfile of the receiver (werkzeug's test client, no HTTP) and of the delivery worker
+    (to a listener child over loopback HTTP), each on ``count`` callbacks, one thread."""
+    from werkzeug.test import Client
+
+    from gateway import config
+    from gateway.callbacks.delivery import DeliveryWorker
+    from gateway.callbacks.receiver import CallbackReceiver
+    from gateway.store import SqliteStore
+
+    with tempfile.TemporaryDirectory(prefix="m2m-bench-") as tmp:
+        listener_port = free_port()
+        listener = Child(python_module("bench.callback_bridge", "--listener-child", listener_port), port=listener_port).start()
+        store = SqliteStore(Path(tmp) / "profile.sqlite3")
+        store.put_registration(ACCOUNT, SERVICE, f"http://{HOST}:{listener_port}/listener", "legacy-user", "legacy-pass")
+        receiver = Client(CallbackReceiver(store, lambda: (CALLBACK_USERNAME, CALLBACK_PASSWORD)))
+        jobs = jobs_for("profile", count)
+        headers = {"Content-Type": "application/json"}
+
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.enable()
+        statuses = []
+        for _, body in jobs:  # the receiver as mounted: the path below the callbacks path
+            statuses.append(receiver.post(f"/{ACCOUNT}/{SERVICE}", data=body, headers=headers).status_code)
+        profiler.disable()
+        if set(statuses) != {200}:
+            raise SystemExit(f"the receiver refused callbacks in-process: {sorted(set(statuses))}")
+        receive_ms = (time.perf_counter() - started) * 1000 / count
+        print(f"\nreceiver in-process: {receive_ms:.2f} ms per callback under the profiler")
+        print_profile(
+            profiler,
+            count,
+            "receiver",
+            focus={
+                "JSON parse": ("json/__init__.py", "loads"),
+                "callback.check": ("gateway/translate/callback.py", "check"),
+                "dedupe_key": ("gateway/translate/callback.py", "dedupe_key"),
+                "store.add_callback (commit)": ("gateway/store/", "add_callback"),
+                "SQLite commit": ("~", "<method 'commit' of 'sqlite3.Connection' objects>"),
+            },
+        )
+
+        # No thread: the worker's loop body, called until the outbox is empty (bounded).
+        worker = DeliveryWorker(store, config.load(environ={}).callbacks)
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.enable()
+        for _ in range(count):
+            if not worker._deliver_due():
+                break
+        profiler.disable()
+        if store.counts().get("delivered") != count:
+            raise SystemExit(f"in-process delivery incomplete: {store.counts()}")
+        deliver_ms = (time.perf_counter() - started) * 1000 / count
+        print(f"\ndelivery worker in-process: {deliver_ms:.2f} ms per callback under the profiler")
+        print_profile(
+            profiler,
+            count,
+            "delivery worker",
+            focus={
+                "claim_due": ("gateway/store/", "claim_due"),
+                "expire_waiting": ("gateway/store/", "expire_waiting"),
+                "kind_spellings lookup": ("gateway/store/", "kind_spellings"),
+                "callback.to_envelope": ("gateway/translate/callback.py", "to_envelope"),
+                "POST to the listener": ("gateway/callbacks/delivery.py", "_post"),
+                "mark_delivered": ("gateway/store/", "mark_delivered"),
+                "SQLite commit": ("~", "<method 'commit' of 'sqlite3.Connection' objects>"),
+                "logging": ("logging/__init__.py", "info"),
+            },
+        )
+        store.close()
+        listener.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
