@@ -8,10 +8,13 @@ from gateway.access import AccessLog
 from gateway.callbacks.delivery import DeliveryWorker
 from gateway.callbacks.receiver import CallbackReceiver
 from gateway.callbacks.registration import Registrar
+from gateway.health import Readiness, healthz
 from gateway.limits import BodyLimit
 from gateway.logs import RequestIds
-from gateway.soap.application import SERVICES, GatewayApplication, ServiceEndpoint
-from gateway.store import SqliteStore
+from gateway.metrics import metrics_app
+from gateway.soap.application import GatewayApplication, ServiceEndpoint
+from gateway.soap.services import SERVICES
+from gateway.store import open_store
 from gateway.thingspace import ThingSpace
 
 SERVICE_ROOT = "/api/v2"
@@ -27,7 +30,7 @@ class Runtime:
     def __init__(self, config):
         self.config = config
         self.thingspace = ThingSpace(config.upstream)
-        self.store = SqliteStore(config.store.path)
+        self.store = open_store(config.store)
         self.registrar = Registrar(config, self.thingspace, self.store)
 
 
@@ -41,6 +44,9 @@ class Gateway:
         mounts[config.callbacks.path] = CallbackReceiver(
             runtime.store, runtime.registrar.gateway_credentials, self._worker.wake
         )
+        mounts["/healthz"] = healthz
+        mounts["/readyz"] = Readiness(runtime.store, runtime.thingspace)
+        mounts["/metrics"] = metrics_app(runtime.store)
         app = BodyLimit(DispatcherMiddleware(_not_found, mounts), config.server.max_body_bytes)
         # Behind nginx the client's URL (for the WSDL's soap:address) is in these.
         app = ProxyFix(app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1)
@@ -55,9 +61,9 @@ class Gateway:
 
 
 def service_document(config, name):
-    """The WSDL of service ``name`` at the configured public URL, or host and port."""
+    """The flat WSDL of service ``name`` at the configured public URL, or host and port."""
     public_url = config.server.public_url or f"http://{config.server.host}:{config.server.port}"
-    return _endpoint(config, name).app.interface.docs.wsdl11.with_address(public_url + service_path(name))
+    return _endpoint(config, name).app.interface.docs.wsdl11.document("singlewsdl", public_url + service_path(name))
 
 
 def _endpoint(config, name, runtime=None):

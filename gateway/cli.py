@@ -1,7 +1,6 @@
 """The ``m2m-gateway`` command line."""
 
 import argparse
-import logging
 import sys
 
 from gateway import __version__, config, logs
@@ -157,41 +156,15 @@ def _simulator_options(parser):
 
 
 def _service_names():
-    from gateway.soap.application import SERVICES
+    from gateway.soap.services import SERVICES
 
     return sorted(SERVICES)
 
 
 def _serve(args):
-    import signal
+    from gateway import server
 
-    from werkzeug.serving import make_server
-
-    from gateway.access import QuietRequestHandler
-    from gateway.app import SERVICE_ROOT, Gateway
-
-    settings = config.load(args.config)
-    logs.configure(settings.logging.format, settings.logging.level)
-    gateway = Gateway(settings)
-    server = make_server(
-        settings.server.host, settings.server.port, gateway, threaded=True, request_handler=QuietRequestHandler
-    )
-    logging.getLogger("gateway").info(
-        "gateway listening on http://%s:%d%s/ (upstream %s)",
-        settings.server.host,
-        settings.server.port,
-        SERVICE_ROOT,
-        settings.upstream.base_url,
-    )
-    # SIGTERM (systemd, docker, kill) stops like Ctrl-C: through the finally below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        gateway.close(timeout=settings.callbacks.timeout_s + 5)
+    server.run(config.load(args.config))
 
 
 def _simulator(args):
@@ -230,9 +203,9 @@ def _import(name):
 
 
 def _store(args):
-    from gateway.store import SqliteStore
+    from gateway.store import open_store
 
-    return SqliteStore(config.load(args.config).store.path)
+    return open_store(config.load(args.config).store)
 
 
 def _m2m_session(args):
@@ -260,9 +233,9 @@ def _m2m_session(args):
 
 def _registrar(settings, thingspace):
     from gateway.callbacks.registration import Registrar
-    from gateway.store import SqliteStore
+    from gateway.store import open_store
 
-    return Registrar(settings, thingspace, SqliteStore(settings.store.path))
+    return Registrar(settings, thingspace, open_store(settings.store))
 
 
 def _callbacks_register(args):

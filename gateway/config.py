@@ -74,6 +74,15 @@ def _path(value):
     return value
 
 
+def _postgres_url(value):
+    scheme = urlsplit(value).scheme
+    if scheme not in ("postgresql", "postgres"):
+        # Not the value itself in the message: it may hold a password.
+        got = f"a {scheme}: URL" if scheme else "no URL scheme"
+        raise ValueError(f"must be a postgresql:// URL, or empty for the SQLite file at path; got {got}")
+    return value
+
+
 def _one_of(value, choices):
     if value not in choices:
         raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
@@ -99,6 +108,8 @@ SCHEMA = {
     ("server", "port"): _port,
     ("server", "public_url"): _optional(_url),
     ("server", "max_body_bytes"): _positive_integer,
+    ("server", "workers"): _positive_integer,
+    ("server", "threads"): _positive_integer,
     ("upstream", "base_url"): _url,
     ("upstream", "oauth_client_id"): _required,
     ("upstream", "oauth_client_secret"): _required,
@@ -114,6 +125,7 @@ SCHEMA = {
     ("callbacks", "timeout_s"): _seconds,
     ("callbacks", "expire_after_s"): _seconds,
     ("store", "path"): _required,
+    ("store", "url"): _optional(_postgres_url),
     ("logging", "format"): lambda value: _one_of(value, ("text", "json")),
     ("logging", "level"): lambda value: _one_of(value.upper(), ("DEBUG", "INFO", "WARNING", "ERROR")),
 }
@@ -125,6 +137,8 @@ class Server:
     port: int
     public_url: str | None
     max_body_bytes: int
+    workers: int
+    threads: int
 
 
 @dataclass(frozen=True)
@@ -163,6 +177,11 @@ class Callbacks:
 @dataclass(frozen=True)
 class Store:
     path: str
+    url: str | None
+
+    def __repr__(self):
+        # The URL may hold the database password.
+        return f"Store(path={self.path!r}, url={'...' if self.url else None})"
 
 
 @dataclass(frozen=True)

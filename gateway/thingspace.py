@@ -12,6 +12,7 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 from gateway.exceptions import UpstreamError, UpstreamUnavailable
+from gateway.metrics import UPSTREAM_SECONDS
 from gateway.xmlchars import xml_safe
 
 TOKEN_PATH = "/api/ts/v1/oauth2/token"
@@ -51,47 +52,48 @@ class ThingSpace:
         A refused login is never retried: five failures in a row lock the
         account.
         """
-        answer = self._m2m("POST", LOGIN_PATH, None, {"username": username, "password": password})
+        answer = self._m2m("login", "POST", LOGIN_PATH, None, {"username": username, "password": password})
         return _field(answer, "sessionToken")
 
     def logout(self, session_token):
-        answer = self._m2m("POST", LOGOUT_PATH, session_token, None)
+        answer = self._m2m("logout", "POST", LOGOUT_PATH, session_token, None)
         return answer.get("sessionToken", session_token) if isinstance(answer, dict) else session_token
 
     def go_to_state(self, session_token, body):
         """Send a goToState body; return ThingSpace's requestId."""
-        answer = self._m2m("PUT", GO_TO_STATE_PATH, session_token, body)
+        answer = self._m2m("goToState", "PUT", GO_TO_STATE_PATH, session_token, body)
         return _field(answer, "requestId")
 
     def register_callback(self, session_token, account, name, url, username, password):
         """Have ThingSpace post ``name`` callbacks of ``account`` to ``url``."""
         body = {"name": name, "url": url, "username": username, "password": password}
-        self._m2m("POST", CALLBACKS_PATH.format(account=quote(account, safe="")), session_token, body)
+        self._m2m("registerCallback", "POST", CALLBACKS_PATH.format(account=quote(account, safe="")), session_token, body)
 
     def unregister_callback(self, session_token, account, name):
         path = CALLBACK_PATH.format(account=quote(account, safe=""), name=quote(name, safe=""))
-        self._m2m("DELETE", path, session_token, None)
+        self._m2m("unregisterCallback", "DELETE", path, session_token, None)
 
     def callbacks(self, session_token, account):
         """ThingSpace's registrations for ``account``; also proves the session may see it."""
-        return self._m2m("GET", CALLBACKS_PATH.format(account=quote(account, safe="")), session_token, None)
+        return self._m2m("listCallbacks", "GET", CALLBACKS_PATH.format(account=quote(account, safe="")), session_token, None)
 
-    def _m2m(self, method, path, session_token, body):
+    def _m2m(self, call, method, path, session_token, body):
         headers = {}
         if session_token is not None:
             headers["VZ-M2M-Token"] = session_token
-        response = self._send(method, path, headers, body, self._bearer())
+        response = self._send(call, method, path, headers, body, self.bearer())
         if response.status_code == 401:
             # Only the bearer was refused, so the call itself never ran:
             # sending it again with a fresh token cannot do anything twice.
-            response = self._send(method, path, headers, body, self._bearer(renew=True))
+            response = self._send(call, method, path, headers, body, self.bearer(renew=True))
         return _answer(response)
 
-    def _send(self, method, path, headers, body, bearer):
+    def _send(self, call, method, path, headers, body, bearer):
         headers = {**headers, "Authorization": f"Bearer {bearer}"}
-        return self._request(method, path, headers=headers, json=body)
+        return self._request(call, method, path, headers=headers, json=body)
 
-    def _bearer(self, renew=False):
+    def bearer(self, renew=False):
+        """A bearer token: the cached one while it is valid, else a new one."""
         with self._token_lock:
             if renew or self._token is None or time.monotonic() >= self._token_renew_at:
                 self._fetch_token()
@@ -99,6 +101,7 @@ class ThingSpace:
 
     def _fetch_token(self):
         response = self._request(
+            "token",
             "POST",
             TOKEN_PATH,
             auth=self._client_auth,
@@ -117,10 +120,11 @@ class ThingSpace:
         self._token = token
         self._token_renew_at = time.monotonic() + max(lifetime - TOKEN_MARGIN_S, lifetime / 2)
 
-    def _request(self, method, path, **kwargs):
+    def _request(self, call, method, path, **kwargs):
         for pause in (*CONNECT_RETRY_PAUSES_S, None):
             try:
-                return self._http.request(method, self._base_url + path, timeout=self._timeout, **kwargs)
+                with UPSTREAM_SECONDS.labels(call).time():
+                    return self._http.request(method, self._base_url + path, timeout=self._timeout, **kwargs)
             except requests.RequestException as error:
                 if pause is None or not _nothing_sent(error):
                     raise UpstreamUnavailable(_unreachable(error, self._timeout)) from None

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest_postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
+
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 20
 
@@ -39,17 +41,40 @@ class Process:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a crash takes gunicorn's workers too
         )
         wait_for_port(self.port, self.popen)
         return self
 
     def stop(self, sig=signal.SIGTERM):
+        """SIGTERM: a graceful stop. SIGKILL: a crash of the whole process group we started."""
         if self.popen and self.popen.poll() is None:
-            self.popen.send_signal(sig)
-            self.popen.wait(timeout=10)
+            if sig == signal.SIGKILL:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            else:
+                self.popen.send_signal(sig)
+            self.popen.wait(timeout=30)
+        if self.popen and sig == signal.SIGKILL:
+            _wait_until_gone(self.popen.pid)
+
+    def pids(self):
+        """The process and its children (gunicorn's workers)."""
+        children = Path(f"/proc/{self.popen.pid}/task/{self.popen.pid}/children").read_text().split()
+        return [self.popen.pid, *map(int, children)]
 
     def log(self):
         return Path(self.log_path).read_text(errors="replace") if self.log_path else ""
+
+
+def _wait_until_gone(group, timeout_s=10):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"process group {group} outlived SIGKILL")
 
 
 def wait_for_port(port, popen):
@@ -94,6 +119,9 @@ class Gateway(Process):
             "M2MGW_SERVER_PORT": str(port),
             "M2MGW_UPSTREAM_BASE_URL": upstream_url,
             "M2MGW_STORE_PATH": str(tmp_path / "gateway.sqlite3"),
+            # One worker keeps the many short-lived test gateways quick to
+            # start; tests of several workers ask for them.
+            "M2MGW_SERVER_WORKERS": "1",
             **{f"M2MGW_{key.upper()}": str(value) for key, value in settings.items()},
         }
         super().__init__(["serve"], port, env=env, log_path=tmp_path / "gateway.log")

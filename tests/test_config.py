@@ -31,6 +31,8 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_SERVER_PORT": "9000",
         "M2MGW_SERVER_PUBLIC_URL": "https://m2m.example.com/",
         "M2MGW_SERVER_MAX_BODY_BYTES": "1000",
+        "M2MGW_SERVER_WORKERS": "3",
+        "M2MGW_SERVER_THREADS": "16",
         "M2MGW_UPSTREAM_BASE_URL": "https://thingspace.verizon.com",
         "M2MGW_UPSTREAM_OAUTH_CLIENT_ID": "key",
         "M2MGW_UPSTREAM_OAUTH_CLIENT_SECRET": "secret",
@@ -46,17 +48,18 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_CALLBACKS_TIMEOUT_S": "3",
         "M2MGW_CALLBACKS_EXPIRE_AFTER_S": "60",
         "M2MGW_STORE_PATH": "/srv/m2m/gateway.sqlite3",
+        "M2MGW_STORE_URL": "postgresql://m2m:secret@db.example.com/m2m",
         "M2MGW_LOGGING_FORMAT": "json",
         "M2MGW_LOGGING_LEVEL": "warning",
     }
     settings = config.load(environ=environ)
-    assert settings.server == config.Server("0.0.0.0", 9000, "https://m2m.example.com", 1000)
+    assert settings.server == config.Server("0.0.0.0", 9000, "https://m2m.example.com", 1000, 3, 16)
     assert settings.upstream == config.Upstream("https://thingspace.verizon.com", "key", "secret", 2.5, False)
     assert settings.defaults.mdn_zip_code == "94203"
     assert settings.callbacks == config.Callbacks(
         "/ts/callbacks", "https://m2m.example.com/ts/callbacks", "gw", "pw", 7, 1.5, 3.0, 60.0
     )
-    assert settings.store.path == "/srv/m2m/gateway.sqlite3"
+    assert settings.store == config.Store("/srv/m2m/gateway.sqlite3", "postgresql://m2m:secret@db.example.com/m2m")
     assert settings.logging == config.Logging("json", "WARNING")
     assert len(environ) == len(config.SCHEMA), "a key of the schema has no test here"
 
@@ -125,3 +128,4 @@ def test_serve_stops_at_start_up_with_one_line_naming_the_key():
     assert result.stderr.strip().splitlines() == [
         "m2m-gateway: configuration error: [upstream] timeout_s: must be a number of seconds, got 'soon'"
     ]
+

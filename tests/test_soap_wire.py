@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from lxml import etree
 
 from gateway import ns
 from gateway.soap.conventions import soap_action
@@ -172,18 +173,55 @@ def test_the_bearer_token_is_fetched_once_and_reused(gateway, upstream):
 # -- WSDL --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("service", ["SessionService", "StateService"])
-@pytest.mark.parametrize("query", ["wsdl", "singleWsdl"])
-def test_the_served_wsdl_is_the_snapshot(tmp_path, simulator, service, query):
+SERVICES = ["CallbackRegistrationService", "SessionService", "StateService"]
+
+
+@pytest.fixture(scope="module")
+def snapshot_gateway(tmp_path_factory, simulator):
+    """Serving at the address the snapshots were made for."""
+    process = Gateway(tmp_path_factory.mktemp("snapshot"), simulator.url, server_public_url="http://127.0.0.1:8080")
+    yield process.start()
+    process.stop()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_served_single_wsdl_is_the_snapshot(snapshot_gateway, service):
     # The snapshot is the contract .NET and Java users import: `make wsdl`
     # regenerates it, and a difference must be a deliberate, reviewed change.
-    process = Gateway(tmp_path, simulator.url, server_public_url="http://127.0.0.1:8080").start()
-    try:
-        served = requests.get(f"{process.service_url(service)}?{query}", timeout=10)
-    finally:
-        process.stop()
+    served = requests.get(f"{snapshot_gateway.service_url(service)}?singleWsdl", timeout=10)
     assert served.status_code == 200
     assert served.content == (WSDL_DIR / f"{service}.wsdl").read_bytes()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_modular_wsdl_and_its_schemas_are_the_single_wsdl_in_parts(snapshot_gateway, service):
+    parser = etree.XMLParser(remove_blank_text=True)  # indentation differs with depth
+    single = etree.fromstring(requests.get(f"{snapshot_gateway.service_url(service)}?singleWsdl", timeout=10).content, parser)
+    modular = etree.fromstring(requests.get(f"{snapshot_gateway.service_url(service)}?wsdl", timeout=10).content, parser)
+    types = f"{{{ns.WSDL}}}types"
+    imports = modular.find(f"{types}/{{{ns.XSD}}}schema").findall(f"{{{ns.XSD}}}import")
+    fetched = {}
+    for imported in imports:
+        location = imported.get("schemaLocation")
+        assert location.startswith(snapshot_gateway.service_url(service).replace(f"127.0.0.1:{snapshot_gateway.port}", "127.0.0.1:8080") + "?xsd=xsd")
+        answer = requests.get(snapshot_gateway.service_url(service) + location[location.index("?"):], timeout=10)
+        assert answer.status_code == 200
+        fetched[imported.get("namespace")] = etree.fromstring(answer.content, parser)
+
+    def canonical(schema):
+        for imported in schema.iter(f"{{{ns.XSD}}}import"):
+            imported.attrib.pop("schemaLocation", None)
+        # Exclusive: the standalone schemas declare only the prefixes they use.
+        return [etree.tostring(child, method="c14n", exclusive=True) for child in schema]
+
+    inline = {schema.get("targetNamespace"): canonical(schema) for schema in single.find(types)}
+    assert {namespace: canonical(schema) for namespace, schema in fetched.items()} == inline
+    rest = [etree.tostring(child, method="c14n", exclusive=True) for child in single if child.tag != types]
+    assert [etree.tostring(child, method="c14n", exclusive=True) for child in modular if child.tag != types] == rest
+
+
+def test_an_unknown_schema_is_404(gateway):
+    assert requests.get(gateway.service_url("StateService") + "?xsd=xsd9", timeout=10).status_code == 404
 
 
 def test_the_wsdl_address_is_the_url_the_client_used_through_a_proxy(gateway):

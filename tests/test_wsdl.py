@@ -72,3 +72,14 @@ def test_names_follow_wcf_so_regenerated_clients_keep_their_class_names(wsdl):
     assert root.find("wsdl:portType", Q).get("name") == f"I{service}"
     assert root.find("wsdl:binding", Q).get("name") == f"BasicHttpBinding_I{service}"
     assert root.find("wsdl:service", Q).get("name") == service
+
+
+def test_port_type_messages_carry_wcfs_addressing_actions(wsdl):
+    # Mono's svcutil reads the action only from wsaw:Action; without it, its
+    # client sends SOAPAction "*".
+    service, root = wsdl
+    wsaw = "{http://www.w3.org/2006/05/addressing/wsdl}Action"
+    for operation in root.iterfind("wsdl:portType/wsdl:operation", Q):
+        action = soap_action(service, operation.get("name"))
+        assert operation.find("wsdl:input", Q).get(wsaw) == action
+        assert operation.find("wsdl:output", Q).get(wsaw) == action + "Response"

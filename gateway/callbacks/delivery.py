@@ -21,6 +21,7 @@ import uuid
 
 import requests
 
+from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED
 from gateway.translate import callback
 
 log = logging.getLogger(__name__)
@@ -98,12 +99,14 @@ class DeliveryWorker:
         now = time.time()
         if problem is None:
             self._store.mark_delivered(delivery.id, self._id, now)
+            CALLBACKS_DELIVERED.inc()
             log.info("callback %d requestId=%s delivered (attempt %d)", delivery.id, delivery.request_id, attempt)
             return
         retry_at = None
         if attempt < self._settings.max_attempts:
             retry_at = now + self._settings.backoff_s * 2 ** (attempt - 1)
         self._store.mark_failed(delivery.id, self._id, now, problem, retry_at)
+        (CALLBACKS_RETRIED if retry_at else CALLBACKS_DEAD).inc()
         log.warning(
             "callback %d requestId=%s attempt %d/%d failed: %s%s",
             delivery.id,

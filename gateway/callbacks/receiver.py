@@ -16,6 +16,7 @@ from werkzeug.wrappers import Request, Response
 
 from gateway.callbacks.registration import BRIDGED_SERVICES
 from gateway.exceptions import RequestInvalid
+from gateway.metrics import CALLBACKS_RECEIVED
 from gateway.translate import callback
 
 log = logging.getLogger(__name__)
@@ -36,29 +37,30 @@ class CallbackReceiver:
         request = Request(environ)
         request.max_content_length = MAX_CALLBACK_BYTES
         try:
-            response = self._receive(request)
+            outcome, response = self._receive(request)
         except HTTPException as error:
-            response = _answer(error.code, error.description)
+            outcome, response = "refused", _answer(error.code, error.description)
+        CALLBACKS_RECEIVED.labels(outcome).inc()
         return response(environ, start_response)
 
     def _receive(self, request):
         route = [unquote(part) for part in request.path.strip("/").split("/")]
         if len(route) != 2 or not route[0] or route[1] not in BRIDGED_SERVICES:
-            return _answer(404, f"post callbacks to .../{{account}}/{{{'|'.join(BRIDGED_SERVICES)}}}")
+            return "refused", _answer(404, f"post callbacks to .../{{account}}/{{{'|'.join(BRIDGED_SERVICES)}}}")
         if request.method != "POST":
-            return _answer(405, "callbacks are POSTed")
+            return "refused", _answer(405, "callbacks are POSTed")
         account, service = route
         try:
             body = json.loads(request.get_data(cache=False))
         except (ValueError, RecursionError):
-            return _answer(400, "the body is not JSON")
+            return "refused", _answer(400, "the body is not JSON")
         if not self._authentic(body):
             log.warning("callback refused: wrong credentials (account %s)", account)
-            return _answer(401, "wrong callback credentials")
+            return "refused", _answer(401, "wrong callback credentials")
         try:
             callback.check(body)
         except RequestInvalid as error:
-            return _answer(400, str(error))
+            return "refused", _answer(400, str(error))
         event = {key: value for key, value in body.items() if key not in ("username", "password")}
         stored = self._store.add_callback(
             callback.dedupe_key(body), account, service, body["requestId"], json.dumps(event), time.time()
@@ -67,7 +69,7 @@ class CallbackReceiver:
             self._on_stored()
         else:
             log.info("callback requestId=%s already stored: acknowledged again", body["requestId"])
-        return _answer(200, "stored" if stored else "already stored")
+        return ("stored", _answer(200, "stored")) if stored else ("duplicate", _answer(200, "already stored"))
 
     def _authentic(self, body):
         if not isinstance(body, dict):

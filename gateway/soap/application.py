@@ -4,15 +4,19 @@ import logging
 
 from spyne import Application, Fault
 from spyne.server.wsgi import WsgiApplication
+from urllib.parse import parse_qs
+
 from werkzeug.urls import iri_to_uri
+from werkzeug.wrappers import Response
 from werkzeug.wsgi import get_host
 
 from gateway import ns
 from gateway.exceptions import GatewayError
 from gateway.logs import RateLimited, excerpt
-from gateway.soap.faults import ServerFault, is_client_fault, to_fault
+from gateway.metrics import SOAP_REQUESTS
+from gateway.soap.faults import ServerFault, fault_outcome, is_client_fault, to_fault
 from gateway.soap.protocol import WcfSoap11
-from gateway.soap.services import CallbackRegistrationService, SessionService, StateService
+from gateway.soap.services import SERVICES
 from gateway.soap.wsdl import ADDRESS_PLACEHOLDER, WcfInterfaceDocuments
 
 log = logging.getLogger(__name__)
@@ -21,9 +25,6 @@ _rejections = RateLimited(log)
 _failures = RateLimited(log)
 
 SOAP_OVER_HTTP = "http://schemas.xmlsoap.org/soap/http"
-SERVICES = {
-    service.__name__: service for service in (SessionService, StateService, CallbackRegistrationService)
-}
 
 
 class GatewayApplication(Application):
@@ -42,6 +43,7 @@ class GatewayApplication(Application):
         self.runtime = runtime
         self.interface.docs.wsdl11.build_interface_document(ADDRESS_PLACEHOLDER)
         self.event_manager.add_listener("method_exception_object", _log_fault)
+        self.event_manager.add_listener("method_return_object", _count_success)
 
     def call_wrapper(self, ctx):
         try:
@@ -55,11 +57,22 @@ class GatewayApplication(Application):
             raise ServerFault("The gateway failed unexpectedly; the request id below finds the details in its log") from None
 
 
+def _operation(ctx):
+    # The descriptor's name, never the client's element name: metric labels
+    # must stay a small, known set.
+    return ctx.descriptor.operation_name if ctx.descriptor is not None else "unknown"
+
+
+def _count_success(ctx):
+    SOAP_REQUESTS.labels(ctx.app.name, _operation(ctx), "ok").inc()
+
+
 def _log_fault(ctx):
     """One line per fault; a client's own mistakes rate-limited, with a masked excerpt."""
     fault = ctx.out_error
     code = getattr(fault, "code", fault.faultcode)
-    operation = (ctx.method_request_string or "?").rpartition("}")[2]
+    operation = _operation(ctx)
+    SOAP_REQUESTS.labels(ctx.app.name, operation, fault_outcome(fault)).inc()
     if is_client_fault(fault):
         body = b"".join(ctx.in_string) if isinstance(ctx.in_string, list) else b""
         _rejections.warning("%s refused (%s): %s; body: %s", operation, code, fault.faultstring, excerpt(body))
@@ -67,8 +80,17 @@ def _log_fault(ctx):
         _failures.warning("%s failed (%s): %s", operation, code, fault.faultstring)
 
 
+def _document_name(environ):
+    """``wsdl``, ``singlewsdl`` or ``xsdN`` from the query string (any case, as WCF), else None."""
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    keys = {key.lower(): values for key, values in query.items()}
+    if "xsd" in keys:
+        return keys["xsd"][0].lower()
+    return next((name for name in ("wsdl", "singlewsdl") if name in keys), None)
+
+
 class ServiceEndpoint(WsgiApplication):
-    """A ``.svc`` URL: SOAP on POST, the WSDL on ``GET ?wsdl`` / ``?singleWsdl``."""
+    """A ``.svc`` URL: SOAP on POST, the WSDL on ``GET ?wsdl`` / ``?singleWsdl`` / ``?xsd=xsdN``."""
 
     def __init__(self, app, path, max_body_bytes, public_url=None):
         super().__init__(app, max_content_length=max_body_bytes)
@@ -76,11 +98,13 @@ class ServiceEndpoint(WsgiApplication):
         self._public_url = public_url
 
     def is_wsdl_request(self, req_env):
-        query = req_env.get("QUERY_STRING", "").split("&")[0].lower()
-        return req_env["REQUEST_METHOD"] == "GET" and query in ("wsdl", "singlewsdl")
+        return req_env["REQUEST_METHOD"] == "GET" and _document_name(req_env) is not None
 
     def handle_wsdl_request(self, req_env, start_response, url):
-        document = self.doc.wsdl11.with_address(self.address(req_env))
+        document = self.doc.wsdl11.document(_document_name(req_env), self.address(req_env))
+        if document is None:
+            response = Response("No such document: ?wsdl, ?singleWsdl or ?xsd=xsdN\n", 404, mimetype="text/plain")
+            return response(req_env, start_response)
         start_response(
             "200 OK",
             [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(document)))],

@@ -76,6 +76,13 @@ def is_client_fault(fault):
     return not isinstance(fault, GatewayFault | UpstreamFault) and fault.faultcode.startswith("Client")
 
 
+def fault_outcome(fault):
+    """The ``outcome`` label of a fault in the request metrics."""
+    if is_client_fault(fault):
+        return "client_fault"
+    return "upstream_fault" if isinstance(fault, UpstreamFault) else "server_fault"
+
+
 def to_fault(error):
     if isinstance(error, RequestInvalid | SessionMissing):
         return ClientFault(str(error))

@@ -97,3 +97,6 @@ class CallbackRegistrationService(ServiceBase):
             AccountName=account,
             Registrations=[CallbackRegistration(ServiceName=r.service, Url=r.url, Username=r.username) for r in registrations],
         )
+
+
+SERVICES = {service.__name__: service for service in (SessionService, StateService, CallbackRegistrationService)}

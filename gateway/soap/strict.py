@@ -7,6 +7,8 @@ tree once against each model's ordered ``_type_info``, refuses those with
 ``a:DeserializationFailed`` naming the element, and builds plain slotted
 records (the translation core reads attributes only) instead of a Spyne
 object per element, which dominates the cost of a 10,000-device request.
+The hot loop does only what every element needs; the element's path for
+the fault text is worked out from the tree once something is refused.
 
 Values are kept exactly as sent, white space included, as WCF's serializer
 kept them; an empty element is an empty string, an absent or ``xsi:nil``
@@ -29,7 +31,11 @@ _XSI_NIL = f"{{{ns.XSI}}}nil"
 
 def read(element, model):
     """``element`` as a record of ``model`` (a Spyne ComplexModel), or DeserializationFailed."""
-    return _read(element, _shape(model), _local(element.tag))
+    shape = _shape(model)
+    try:
+        return _read(element, shape)
+    except _Refused as refused:
+        raise DeserializationFailed(_path(element, shape, refused.element), refused.problem) from None
 
 
 def read_headers(elements, models):
@@ -39,34 +45,53 @@ def read_headers(elements, models):
         if element.tag in found:
             raise DeserializationFailed(f"Header/{_local(element.tag)}", "appears twice")
         found[element.tag] = element
-    return [_header(found.get(_tag(model)), model) for model in models]
+    values = []
+    for model in models:
+        element = found.get(f"{{{model.get_namespace()}}}{model.get_type_name()}")
+        try:
+            values.append(None if element is None else _text(element))
+        except _Refused as refused:
+            raise DeserializationFailed(f"Header/{_local(refused.element.tag)}", refused.problem) from None
+    return values
+
+
+class _Refused(Exception):
+    """Raised in the hot loop with the offending element; the path is built after."""
+
+    def __init__(self, element, problem):
+        self.element, self.problem = element, problem
 
 
 class _Field:
-    __slots__ = ("name", "tag", "required", "item_tag", "shape")
+    __slots__ = ("name", "tag", "item_tag", "shape", "is_text")
 
-    def __init__(self, name, tag, required, item_tag, shape):
-        self.name, self.tag, self.required = name, tag, required
-        self.item_tag, self.shape = item_tag, shape  # item_tag: None unless a collection
+    def __init__(self, name, tag, item_tag, shape):
+        self.name, self.tag = name, tag
+        self.item_tag = item_tag  # None unless the field is a collection
+        self.shape = shape  # None for text
+        self.is_text = item_tag is None and shape is None
 
 
 class _Shape:
-    __slots__ = ("record", "fields", "index", "names")
+    __slots__ = ("record", "fields", "index", "names", "required")
 
     def __init__(self, model):
         namespace = model.get_namespace()
         self.fields = []
         for name, field_model in model._type_info.items():
             tag = f"{{{namespace}}}{name}"
-            required = field_model.Attributes.min_occurs >= 1
             if issubclass(field_model, Array):
                 ((item_name, item_model),) = field_model._type_info.items()
                 item_tag = f"{{{field_model.get_namespace()}}}{item_name}"
-                self.fields.append(_Field(name, tag, required, item_tag, _shape_or_text(item_model)))
+                self.fields.append(_Field(name, tag, item_tag, _shape_or_text(item_model)))
             else:
-                self.fields.append(_Field(name, tag, required, None, _shape_or_text(field_model)))
+                self.fields.append(_Field(name, tag, None, _shape_or_text(field_model)))
         self.index = {field.tag: position for position, field in enumerate(self.fields)}
         self.names = {_local(field.tag): field for field in self.fields}
+        self.required = [
+            position for position, (_, field_model) in enumerate(model._type_info.items())
+            if field_model.Attributes.min_occurs >= 1
+        ]
         self.record = make_dataclass(
             model.get_type_name(), [(field.name, object, None) for field in self.fields], slots=True
         )
@@ -81,74 +106,78 @@ def _shape_or_text(model):
     return _shape(model) if issubclass(model, ComplexModelBase) else None
 
 
-def _read(element, shape, path):
-    if element.get(_XSI_NIL) == "true":
-        return None
-    _no_text(element.text, path)
-    values = [None] * len(shape.fields)
-    seen = [False] * len(shape.fields)
+def _read(element, shape):
+    _no_text(element, element.text)
+    fields, index_of = shape.fields, shape.index
+    values = [None] * len(fields)
     position = 0
     for child in element:
-        index = shape.index.get(child.tag)
-        if index is None:
-            raise DeserializationFailed(f"{path}/{_local(child.tag)}", _unexpected(child.tag, shape, position))
-        field = shape.fields[index]
-        child_path = f"{path}/{field.name}"
-        if seen[index]:
-            raise DeserializationFailed(child_path, "appears twice")
-        if index < position:
-            raise DeserializationFailed(
-                child_path, f"is out of order: it comes before {shape.fields[position - 1].name}"
-            )
-        seen[index] = True
+        index = index_of.get(child.tag)
+        if index is None or index < position:
+            raise _Refused(child, _misplaced(child, shape, index, position))
         position = index + 1
-        values[index] = _value(child, field, child_path)
-        _no_text(child.tail, path)
-    for field, value in zip(shape.fields, values):
-        if field.required and value is None:
-            raise DeserializationFailed(f"{path}/{field.name}", "is required and missing")
+        field = fields[index]
+        if field.is_text:
+            # Inline, as device identifiers make up most of a large request;
+            # _text handles the rare cases (empty, nil, nested) and refusals.
+            text = child.text
+            values[index] = text if text is not None and not len(child) and len(text) <= MAX_TEXT else _text(child)
+        elif field.item_tag is not None:
+            values[index] = _items(child, field)
+        elif len(child) or child.get(_XSI_NIL) != "true":
+            values[index] = _read(child, field.shape)
+        tail = child.tail
+        if tail is not None and not tail.isspace():
+            _no_text(element, tail)
+    for position in shape.required:
+        if values[position] is None:
+            raise _Refused(element, f"{fields[position].name} is required and missing")
     return shape.record(*values)
 
 
-def _value(element, field, path):
-    if field.item_tag is None:
-        return _text(element, path) if field.shape is None else _read(element, field.shape, path)
-    if element.get(_XSI_NIL) == "true":
-        return None
-    _no_text(element.text, path)
+def _items(element, field):
+    if not len(element):
+        return None if element.get(_XSI_NIL) == "true" else []
+    _no_text(element, element.text)
+    item_tag, shape = field.item_tag, field.shape
     items = []
-    item_name = _local(field.item_tag)
-    for number, item in enumerate(element, 1):
-        item_path = f"{path}/{item_name}[{number}]"
-        if item.tag != field.item_tag:
-            raise DeserializationFailed(
-                f"{path}/{_local(item.tag)}", f"is not expected; {_local(field.tag)} holds only {_described(field.item_tag)}"
-            )
-        items.append(_text(item, item_path) if field.shape is None else _read(item, field.shape, item_path))
-        _no_text(item.tail, path)
+    for item in element:
+        if item.tag != item_tag:
+            raise _Refused(item, f"is not expected here: {_local(field.tag)} holds only {_described(item_tag)}")
+        items.append(_text(item) if shape is None else _read(item, shape))
+        tail = item.tail
+        if tail is not None and not tail.isspace():
+            _no_text(element, tail)
     return items
 
 
-def _text(element, path):
-    if element.get(_XSI_NIL) == "true":
-        return None
+def _text(element):
     if len(element):
-        raise DeserializationFailed(f"{path}/{_local(element[0].tag)}", f"is not expected: {_local(element.tag)} holds text")
-    text = element.text or ""
+        raise _Refused(element[0], f"is not expected: {_local(element.tag)} holds text")
+    text = element.text
+    if text is None:
+        return None if element.get(_XSI_NIL) == "true" else ""
     if len(text) > MAX_TEXT:
-        raise DeserializationFailed(path, f"is {len(text):,} characters long; at most {MAX_TEXT:,} are accepted")
+        raise _Refused(element, f"is {len(text):,} characters long; at most {MAX_TEXT:,} are accepted")
     return text
 
 
-def _header(element, model):
-    if element is None:
-        return None
-    return _text(element, f"Header/{_local(element.tag)}")
-
-
-def _no_text(text, path):
+def _no_text(element, text):
     if text and not text.isspace():
-        raise DeserializationFailed(path, "holds text between its elements")
+        raise _Refused(element, "holds text between its elements")
+
+
+# -- after a refusal: what to say, and where --------------------------------
+
+
+def _misplaced(child, shape, index, position):
+    if index is None:
+        return _unexpected(child.tag, shape, position)
+    field = shape.fields[index]
+    earlier = child.itersiblings(field.tag, preceding=True)
+    if next(earlier, None) is not None:
+        return "appears twice"
+    return f"is out of order: it comes after {shape.fields[position - 1].name}"
 
 
 def _unexpected(tag, shape, position):
@@ -162,13 +191,31 @@ def _unexpected(tag, shape, position):
     return f"{_described(tag)} is not expected; expecting one of: {', '.join(expected)}"
 
 
+def _path(root, shape, element):
+    """``Root/Field/Item[n]/...`` down to ``element``, numbering collection items from 1."""
+    chain = [element]
+    while chain[-1] is not root and chain[-1].getparent() is not None:
+        chain.append(chain[-1].getparent())
+    parts = [_local(root.tag)]
+    collection = None  # the field whose items the next element is one of
+    for node in reversed(chain[:-1]):
+        name = _local(node.tag)
+        if collection is not None:
+            number = 1 + sum(1 for _ in node.itersiblings(node.tag, preceding=True))
+            parts.append(f"{name}[{number}]")
+            shape, collection = collection.shape, None
+            continue
+        parts.append(name)
+        if shape is None or node.tag not in shape.index:
+            break  # the element the reader refused: its name is all there is
+        field = shape.fields[shape.index[node.tag]]
+        shape, collection = (None, field) if field.item_tag is not None else (field.shape, None)
+    return "/".join(parts)
+
+
 def _described(tag):
     namespace, _, name = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
     return f"element '{name}' from namespace '{namespace}'"
-
-
-def _tag(model):
-    return f"{{{model.get_namespace()}}}{model.get_type_name()}"
 
 
 def _local(tag):

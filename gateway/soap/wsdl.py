@@ -14,7 +14,8 @@ portType, binding and messages as WCF did, so that a regenerated .NET or Java
 client keeps the class names the old one had.
 """
 
-from xml.sax.saxutils import quoteattr
+from copy import deepcopy
+from xml.sax.saxutils import escape
 
 from lxml import etree
 from spyne.interface import InterfaceDocuments
@@ -23,10 +24,12 @@ from spyne.interface.wsdl import Wsdl11
 from gateway import ns
 from gateway.soap import conventions
 
-# The WSDL is built once with this address; each request gets its own URL in
-# its place (the client's, as seen through a reverse proxy).
+# The documents are built once with this address; each request gets its own
+# URL in its place (the client's, as seen through a reverse proxy).
 ADDRESS_PLACEHOLDER = "http://gateway.invalid/address"
-_PLACEHOLDER_ATTRIBUTE = f"location={quoteattr(ADDRESS_PLACEHOLDER)}".encode()
+_PLACEHOLDER = ADDRESS_PLACEHOLDER.encode()
+# Where the modular WSDL's types import the schemas from, as WCF names it.
+IMPORTS_NAMESPACE = f"{ns.V2}/Imports"
 
 # Attributes whose values are QNames: their prefixes must stay declared.
 _QNAME_ATTRIBUTES = ("type", "element", "message", "binding", "base", "ref")
@@ -40,21 +43,26 @@ class WcfWsdl11(Wsdl11):
     def __init__(self, interface=None, **kwargs):
         super().__init__(interface, **kwargs)
         self.event_manager.add_listener("wsdl_document_built", _apply_wcf_conventions)
-        self._document = None
+        self._documents = {}
 
     def build_interface_document(self, url):
         super().build_interface_document(url)
-        # Indented, so that a change to the contract reads as a diff in review.
-        self._document = etree.tostring(self.root_elt, pretty_print=True, xml_declaration=True, encoding="UTF-8")
+        self._documents = _documents(self.root_elt)
 
     def get_interface_document(self):
-        return self._document
+        return self._documents["singlewsdl"]
 
-    def with_address(self, url):
-        """The document, its soap:address set to ``url``."""
-        return self._document.replace(
-            _PLACEHOLDER_ATTRIBUTE, f"location={quoteattr(url)}".encode()
-        )
+    def document(self, name, url):
+        """Document ``name`` with ``url`` as the service's address, or None.
+
+        ``wsdl``: the modular WSDL, importing its schemas from ``?xsd=xsdN``;
+        ``singlewsdl``: one flat WSDL with the schemas inlined (Java's xjc and
+        Azure API Management take only that); ``xsdN``: the imported schemas.
+        """
+        template = self._documents.get(name)
+        if template is None:
+            return None
+        return template.replace(_PLACEHOLDER, escape(url, {'"': "&quot;"}).encode())
 
 
 class WcfInterfaceDocuments(InterfaceDocuments):
@@ -63,6 +71,41 @@ class WcfInterfaceDocuments(InterfaceDocuments):
     def __init__(self, interface):
         super().__init__(interface)
         self.wsdl11 = WcfWsdl11(interface)
+
+
+def _documents(root):
+    """The flat WSDL, the modular WSDL and its schemas, as WCF serves them."""
+    documents = {"singlewsdl": _serialized(root)}
+    types = root.find(_q(ns.WSDL, "types"))
+    names = {schema.get("targetNamespace"): f"xsd{n}" for n, schema in enumerate(types)}
+    for schema in types:
+        # The WSDL root's declarations: the QNames in attribute values need them.
+        standalone = etree.Element(schema.tag, attrib=dict(schema.attrib), nsmap=root.nsmap)
+        standalone.extend(deepcopy(child) for child in schema)
+        _drop_unused_namespaces(standalone)
+        for imported in standalone.iterfind(_q(ns.XSD, "import")):
+            imported.set("schemaLocation", f"{ADDRESS_PLACEHOLDER}?xsd={names[imported.get('namespace')]}")
+        documents[names[schema.get("targetNamespace")]] = _serialized(standalone)
+    modular = deepcopy(root)
+    modular_types = modular.find(_q(ns.WSDL, "types"))
+    # Qualified, as WCF writes it: Perl's SOAP::WSDL files the imported types
+    # under this schema and leaves their elements unqualified otherwise.
+    imports = etree.Element(
+        _q(ns.XSD, "schema"), targetNamespace=IMPORTS_NAMESPACE, elementFormDefault="qualified"
+    )
+    for namespace, name in names.items():
+        etree.SubElement(
+            imports, _q(ns.XSD, "import"), schemaLocation=f"{ADDRESS_PLACEHOLDER}?xsd={name}", namespace=namespace
+        )
+    modular_types[:] = [imports]
+    _drop_unused_namespaces(modular)
+    documents["wsdl"] = _serialized(modular)
+    return documents
+
+
+def _serialized(element):
+    # Indented, so that a change to the contract reads as a diff in review.
+    return etree.tostring(element, pretty_print=True, xml_declaration=True, encoding="UTF-8")
 
 
 def _apply_wcf_conventions(document):
@@ -78,6 +121,7 @@ def _apply_wcf_conventions(document):
     for operation in root.iter(_q(ns.WSDL, "operation")):
         operation.attrib.pop("parameterOrder", None)  # meant for RPC style only
     root.append(root.find(_q(ns.WSDL, "service")))  # last, where older toolkits look
+    _declare_addressing_actions(root, service)
     _sort_schemas(root)
     _drop_unused_namespaces(root)
 
@@ -91,6 +135,25 @@ def _declare_token_element(root):
             element.set("name", "token")
             element.set("type", "xs:string")
             return
+
+
+# WS-Addressing's WSDL binding, where WCF states each message's action.
+_WSAW = "http://www.w3.org/2006/05/addressing/wsdl"
+
+
+def _declare_addressing_actions(root, service):
+    # Mono's svcutil takes an operation's action only from wsaw:Action on the
+    # portType's input, as WCF writes it, and otherwise generates Action="*":
+    # its client then sends SOAPAction "*". The output's is WCF's reply action.
+    for operation in root.iterfind(f"{_q(ns.WSDL, 'portType')}/{_q(ns.WSDL, 'operation')}"):
+        action = conventions.soap_action(service, operation.get("name"))
+        for message, suffix in (("input", ""), ("output", "Response")):
+            element = operation.find(_q(ns.WSDL, message))
+            if element is not None:
+                element.set(_q(_WSAW, "Action"), action + suffix)
+    # Declared once, on the root, as wsaw (not once per element as ns0); the
+    # other declarations stay for _drop_unused_namespaces to judge.
+    etree.cleanup_namespaces(root, top_nsmap={"wsaw": _WSAW}, keep_ns_prefixes=[p for p in root.nsmap if p])
 
 
 def _sort_schemas(root):

@@ -1,0 +1,66 @@
+"""Prometheus metrics, summed over gunicorn's worker processes.
+
+Counters live in each worker process; under ``m2m-gateway serve`` the server
+points ``PROMETHEUS_MULTIPROC_DIR`` at a directory of its own before any
+worker imports this module, and a scrape of any worker adds up all of them.
+The outbox is read from the store at scrape time: it is shared state, not a
+per-process count.
+"""
+
+import os
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+SOAP_REQUESTS = Counter(
+    "m2mgw_soap_requests_total",
+    "Legacy SOAP requests by service, operation and outcome (ok, client_fault, upstream_fault, server_fault)",
+    ["service", "operation", "outcome"],
+)
+UPSTREAM_SECONDS = Histogram(
+    "m2mgw_upstream_request_seconds",
+    "Time of each ThingSpace call, answered or not",
+    ["call"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CALLBACKS_RECEIVED = Counter(
+    "m2mgw_callbacks_received_total", "ThingSpace callbacks received, by outcome (stored, duplicate, refused)", ["outcome"]
+)
+CALLBACKS_DELIVERED = Counter("m2mgw_callbacks_delivered_total", "Callbacks a legacy listener acknowledged")
+CALLBACKS_RETRIED = Counter("m2mgw_callbacks_retried_total", "Failed deliveries that will be tried again")
+CALLBACKS_DEAD = Counter("m2mgw_callbacks_dead_total", "Callbacks dead-lettered after their last attempt")
+PROCESS_METRICS = (SOAP_REQUESTS, UPSTREAM_SECONDS, CALLBACKS_RECEIVED, CALLBACKS_DELIVERED, CALLBACKS_RETRIED, CALLBACKS_DEAD)
+
+
+class OutboxCollector:
+    """Outbox depth by state and the age of the oldest callback waiting, from the store."""
+
+    def __init__(self, store, clock=time.time):
+        self._store = store
+        self._clock = clock
+
+    def collect(self):
+        depth = GaugeMetricFamily("m2mgw_outbox_callbacks", "Callbacks in the outbox, by state", labels=["state"])
+        for state, count in sorted(self._store.counts().items()):
+            depth.add_metric([state], count)
+        yield depth
+        oldest = self._store.oldest_pending_at()
+        age = 0.0 if oldest is None else max(0.0, self._clock() - oldest)
+        yield GaugeMetricFamily(
+            "m2mgw_outbox_oldest_pending_seconds", "Age of the oldest callback not yet delivered (0 when none)", value=age
+        )
+
+
+def metrics_app(store):
+    """The WSGI application serving ``/metrics``."""
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROCESS_DIR):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        for collector in PROCESS_METRICS:
+            registry.register(collector)
+    registry.register(OutboxCollector(store))
+    return make_wsgi_app(registry)

@@ -1,0 +1,78 @@
+"""``m2m-gateway serve``: the gateway under gunicorn.
+
+Each gunicorn worker process builds its own :class:`gateway.app.Gateway`
+(so its own delivery worker and store connections: nothing is shared across
+a fork) and closes it when it exits. The workers share the store, SQLite or
+PostgreSQL, which is built for exactly that. The ``gthread`` worker keeps
+slow upstream calls from holding a whole process: each worker serves
+``threads`` requests at once.
+"""
+
+import logging
+import os
+import sys
+import tempfile
+
+from gunicorn import glogging
+from gunicorn.app.base import BaseApplication
+
+from gateway import logs
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's records through the gateway's own handler (text or JSON, one
+    line each) instead of handlers of its own; its access log stays off, the
+    gateway writes its own."""
+
+    def setup(self, cfg):
+        self.error_log.setLevel(self.LOG_LEVELS.get(cfg.loglevel.lower(), logging.INFO))
+        self.error_log.propagate = True
+
+
+class GatewayServer(BaseApplication):
+    def __init__(self, settings):
+        self._settings = settings
+        super().__init__()
+
+    def load_config(self):
+        server = self._settings.server
+        host = f"[{server.host}]" if ":" in server.host else server.host
+        options = {
+            "bind": f"{host}:{server.port}",
+            "workers": server.workers,
+            "threads": server.threads,
+            "worker_class": "gthread",
+            # A worker may wait this long on ThingSpace before gunicorn kills it.
+            "timeout": int(self._settings.upstream.timeout_s * 2 + 30),
+            "graceful_timeout": int(self._settings.callbacks.timeout_s + 10),
+            "accesslog": None,
+            "logger_class": GunicornLogger,
+            "worker_exit": _close_gateway,
+            "proc_name": "m2m-gateway",
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from gateway.app import Gateway
+
+        logs.configure(self._settings.logging.format, self._settings.logging.level)
+        return Gateway(self._settings)
+
+
+def _close_gateway(server, worker):
+    if worker.wsgi is not None:  # None when loading the app failed
+        # Lets the delivery worker finish the callback it is sending.
+        worker.wsgi.close(timeout=server.cfg.graceful_timeout)
+
+
+def run(settings):
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before the server set up its multiprocess directory")
+    logs.configure(settings.logging.format, settings.logging.level)
+    # prometheus_client's variable (see gateway.metrics), set before any worker
+    # imports it: each worker keeps its counters in this directory, and a
+    # scrape of any of them sums all.
+    with tempfile.TemporaryDirectory(prefix="m2m-gateway-metrics-") as metrics_dir:
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+        GatewayServer(settings).run()

@@ -1,0 +1,125 @@
+"""/healthz, /readyz and /metrics of a gateway under gunicorn with two workers."""
+
+import socket
+import time
+
+import pytest
+import requests
+import zeep
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests import envelopes
+from tests.conftest import Gateway
+
+ACCOUNT = "0000123456-00001"
+
+
+def scrape(gateway):
+    """{(sample name, frozenset of labels): value}."""
+    text = requests.get(gateway.url + "/metrics", timeout=10).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples, name, **labels):
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@pytest.fixture
+def two_workers(tmp_path, upstream):
+    process = Gateway(
+        tmp_path, upstream.url, server_workers="2",
+        callbacks_username="gw", callbacks_password="gw-secret", callbacks_backoff_s="0.1", callbacks_max_attempts="2",
+    ).start()
+    yield process
+    process.stop()
+
+
+def test_healthz_answers_while_the_process_runs(gateway):
+    answer = requests.get(gateway.url + "/healthz", timeout=10)
+    assert (answer.status_code, answer.text) == (200, "ok\n")
+
+
+def test_readyz_is_ready_with_a_writable_store_and_a_bearer(gateway):
+    answer = requests.get(gateway.url + "/readyz", timeout=10)
+    assert (answer.status_code, answer.json()) == (200, {"ready": True, "store": "ok", "upstream": "ok"})
+
+
+def test_readyz_is_not_ready_when_thingspace_cannot_be_reached(tmp_path):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        process = Gateway(tmp_path, f"http://127.0.0.1:{closed.getsockname()[1]}").start()
+        try:
+            answer = requests.get(process.url + "/readyz", timeout=30)
+        finally:
+            process.stop()
+    assert answer.status_code == 503
+    assert answer.json() == {
+        "ready": False, "store": "ok", "upstream": "ThingSpace could not be reached (connection refused)"
+    }
+
+
+def test_counters_move_by_exactly_what_a_scripted_scenario_did(two_workers, upstream, listener):
+    before = scrape(two_workers)
+    token = zeep.Client(two_workers.service_url("SessionService") + "?wsdl").service.LogIn(
+        Input={"Username": "demo", "Password": "demo-password"}
+    )
+    zeep.Client(two_workers.service_url("CallbackRegistrationService") + "?wsdl").service.RegisterCallback(
+        Input={"AccountName": ACCOUNT, "ServiceName": "StateService", "Url": listener.url}, _soapheaders={"token": token}
+    )
+    devices = {"DeviceList": {"xml": envelopes.devices_xml([[("IMEI", "990000862471854")], [("IMEI", "990000862471855")]])}}
+    post = lambda body: requests.post(two_workers.service_url("StateService"), data=body, headers={"Content-Type": "text/xml"}, timeout=30)  # noqa: E731
+    assert post(envelopes.go_to_state({**envelopes.VALID, **devices}, token=token)).status_code == 200
+    assert post(envelopes.go_to_state({**envelopes.VALID, **devices, "SkuNumber": "S" * 21}, token=token)).status_code == 500
+    listener.wait_for(2)
+    time.sleep(0.5)  # the delivered counter is written after the listener's answer
+    after = scrape(two_workers)
+
+    def moved(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    requests_total = "m2mgw_soap_requests_total"
+    assert moved(requests_total, service="SessionService", operation="LogIn", outcome="ok") == 1
+    assert moved(requests_total, service="CallbackRegistrationService", operation="RegisterCallback", outcome="ok") == 1
+    assert moved(requests_total, service="StateService", operation="GoToState", outcome="ok") == 1
+    assert moved(requests_total, service="StateService", operation="GoToState", outcome="client_fault") == 1
+    assert moved("m2mgw_callbacks_received_total", outcome="stored") == 2
+    assert moved("m2mgw_callbacks_delivered_total") == 2
+    assert moved("m2mgw_callbacks_retried_total") == 0
+    assert moved("m2mgw_upstream_request_seconds_count", call="goToState") == 1
+    assert moved("m2mgw_upstream_request_seconds_count", call="login") == 1
+    assert moved("m2mgw_upstream_request_seconds_count", call="registerCallback") == 1
+    assert value(after, "m2mgw_outbox_callbacks", state="delivered") == 2
+    assert value(after, "m2mgw_outbox_oldest_pending_seconds") == 0
+
+
+def test_retries_dead_letters_and_the_waiting_outbox_are_counted(two_workers, upstream, listener):
+    listener.status = 500
+    token = zeep.Client(two_workers.service_url("SessionService") + "?wsdl").service.LogIn(
+        Input={"Username": "demo", "Password": "demo-password"}
+    )
+    zeep.Client(two_workers.service_url("CallbackRegistrationService") + "?wsdl").service.RegisterCallback(
+        Input={"AccountName": ACCOUNT, "ServiceName": "StateService", "Url": listener.url}, _soapheaders={"token": token}
+    )
+    body = {
+        "username": "gw", "password": "gw-secret", "requestId": "r-metrics", "status": "Success",
+        "deviceIds": [{"kind": "imei", "id": "990000000000077"}],
+    }
+    receiver = f"{two_workers.url}/callbacks/thingspace/{ACCOUNT}/StateService"
+    assert requests.post(receiver, json=body, timeout=10).status_code == 200
+    assert requests.post(receiver, json={**body, "callbackCount": 2}, timeout=10).status_code == 200
+    assert requests.post(receiver, json={**body, "password": "wrong"}, timeout=10).status_code == 401
+    deadline = time.monotonic() + 20
+    while value(scrape(two_workers), "m2mgw_callbacks_dead_total") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    samples = scrape(two_workers)
+    assert value(samples, "m2mgw_callbacks_received_total", outcome="stored") == 1
+    assert value(samples, "m2mgw_callbacks_received_total", outcome="duplicate") == 1
+    assert value(samples, "m2mgw_callbacks_received_total", outcome="refused") == 1
+    assert value(samples, "m2mgw_callbacks_retried_total") == 1
+    assert value(samples, "m2mgw_callbacks_dead_total") == 1
+    assert value(samples, "m2mgw_outbox_callbacks", state="dead") == 1
+    assert len(listener.all()) == 2
