@@ -291,6 +291,7 @@ def profile(count):
     from werkzeug.test import Client
 
     from gateway import config
+    from gateway import outbound
     from gateway.callbacks.delivery import DeliveryWorker
     from gateway.callbacks.receiver import CallbackReceiver
     from gateway.store import SqliteStore
@@ -329,12 +330,13 @@ def profile(count):
         )
 
         # No thread: the worker's loop body, called until the outbox is empty (bounded).
-        worker = DeliveryWorker(store, config.load(environ={}).callbacks)
+        settings = config.load(environ={})
+        worker = DeliveryWorker(store, settings.callbacks, settings.store.retain_s)
         profiler = cProfile.Profile()
         started = time.perf_counter()
         profiler.enable()
         for _ in range(count):
-            if not worker._deliver_due():
+            if not worker._deliver_due(outbound.session()):
                 break
         profiler.disable()
         if store.counts().get("delivered") != count:

@@ -39,7 +39,7 @@ class Gateway:
 
     def __init__(self, config):
         runtime = Runtime(config)
-        self._worker = DeliveryWorker(runtime.store, config.callbacks).start()
+        self._worker = DeliveryWorker(runtime.store, config.callbacks, config.store.retain_s).start()
         mounts = {service_path(name): _endpoint(config, name, runtime) for name in SERVICES}
         mounts[config.callbacks.path] = CallbackReceiver(
             runtime.store, runtime.registrar.gateway_credentials, self._worker.wake

@@ -126,6 +126,7 @@ SCHEMA = {
     ("callbacks", "expire_after_s"): _seconds,
     ("store", "path"): _required,
     ("store", "url"): _optional(_postgres_url),
+    ("store", "retain_s"): _seconds,
     ("logging", "format"): lambda value: _one_of(value, ("text", "json")),
     ("logging", "level"): lambda value: _one_of(value.upper(), ("DEBUG", "INFO", "WARNING", "ERROR")),
 }
@@ -178,6 +179,7 @@ class Callbacks:
 class Store:
     path: str
     url: str | None
+    retain_s: float
 
     def __repr__(self):
         # The URL may hold the database password.

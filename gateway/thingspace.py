@@ -11,6 +11,7 @@ from urllib.parse import quote
 import requests
 from urllib3.exceptions import NewConnectionError
 
+from gateway import outbound
 from gateway.exceptions import UpstreamError, UpstreamUnavailable
 from gateway.metrics import UPSTREAM_SECONDS
 from gateway.xmlchars import xml_safe
@@ -40,8 +41,8 @@ class ThingSpace:
         self._base_url = upstream.base_url
         self._client_auth = (upstream.oauth_client_id, upstream.oauth_client_secret)
         self._timeout = upstream.timeout_s
-        self._http = requests.Session()
-        self._http.verify = upstream.verify_tls
+        self._http = outbound.session(upstream.verify_tls)
+        self._http.proxies = outbound.proxies(upstream.base_url)
         self._token_lock = threading.Lock()
         self._token = None
         self._token_renew_at = 0.0

@@ -397,3 +397,24 @@ def test_an_oversized_callback_is_refused_with_413_and_kept_nowhere(registered):
     answer = requests.post(receiver_url(registered), json=body, timeout=30)
     assert answer.status_code == 413
     assert outbox(registered, "pending") == []
+
+
+def test_housekeeping_forgets_delivered_callbacks_and_spellings_after_the_retention(tmp_path):
+    from gateway import config
+    from gateway.callbacks.delivery import HOUSEKEEPING_S, DeliveryWorker
+    from gateway.store import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "store.sqlite3"))
+    worker = DeliveryWorker(store, config.load(environ={}).callbacks, retain_s=100)
+    store.put_registration(ACCOUNT, "StateService", "http://127.0.0.1:9/", "", "")
+    store.add_callback("key-1", ACCOUNT, "StateService", "r-old", "{}", now=1000)
+    (claimed,) = store.claim_due("w", now=1000, lease_s=10, limit=1)
+    store.mark_delivered(claimed.id, "w", now=1000)
+    store.remember_request("r-old", {"imei": "Imei"}, now=1000)
+
+    worker._housekeeping(1050)  # within the retention: kept
+    assert store.counts()["delivered"] == 1 and store.kind_spellings("r-old") == {"imei": "Imei"}
+    worker._housekeeping(1050 + HOUSEKEEPING_S)  # past it
+    assert store.counts()["delivered"] == 0 and store.kind_spellings("r-old") == {}
+    # Forgotten, the dedupe key no longer holds: ThingSpace stopped retrying long ago.
+    assert store.add_callback("key-1", ACCOUNT, "StateService", "r-old", "{}", now=2000) is True

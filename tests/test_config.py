@@ -49,6 +49,7 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_CALLBACKS_EXPIRE_AFTER_S": "60",
         "M2MGW_STORE_PATH": "/srv/m2m/gateway.sqlite3",
         "M2MGW_STORE_URL": "postgresql://m2m:secret@db.example.com/m2m",
+        "M2MGW_STORE_RETAIN_S": "3600",
         "M2MGW_LOGGING_FORMAT": "json",
         "M2MGW_LOGGING_LEVEL": "warning",
     }
@@ -59,7 +60,7 @@ def test_every_key_is_overridden_by_its_environment_variable():
     assert settings.callbacks == config.Callbacks(
         "/ts/callbacks", "https://m2m.example.com/ts/callbacks", "gw", "pw", 7, 1.5, 3.0, 60.0
     )
-    assert settings.store == config.Store("/srv/m2m/gateway.sqlite3", "postgresql://m2m:secret@db.example.com/m2m")
+    assert settings.store == config.Store("/srv/m2m/gateway.sqlite3", "postgresql://m2m:secret@db.example.com/m2m", 3600.0)
     assert settings.logging == config.Logging("json", "WARNING")
     assert len(environ) == len(config.SCHEMA), "a key of the schema has no test here"
 

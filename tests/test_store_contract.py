@@ -33,9 +33,9 @@ def new_settings(request, tmp_path):
     """Makes ``[store]`` settings naming a new, empty store of the backend under test."""
     if request.param == "sqlite":
         numbers = itertools.count()
-        return lambda: config.Store(path=str(tmp_path / f"store-{next(numbers)}" / "gateway.sqlite3"), url=None)
+        return lambda: config.Store(path=str(tmp_path / f"store-{next(numbers)}" / "gateway.sqlite3"), url=None, retain_s=604800)
     server = request.getfixturevalue("postgres_server")
-    return lambda: config.Store(path="unused", url=server.create_database())
+    return lambda: config.Store(path="unused", url=server.create_database(), retain_s=604800)
 
 
 @pytest.fixture

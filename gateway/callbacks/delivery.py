@@ -1,8 +1,9 @@
 """The delivery worker: stored callbacks to legacy listeners, as SOAP, until acknowledged.
 
-Each gateway process runs one. Workers of several processes share the store:
-an entry is claimed (with a lease) before it is sent, so one worker sends it
-at a time, and a claim left by a worker that died lapses and is taken again.
+Each gateway process runs one, with a few sending threads. The workers of
+several processes share the store: an entry is claimed (with a lease) before
+it is sent, so one worker sends it at a time, and a claim left by a worker
+that died lapses and is taken again.
 A listener acknowledges with 2xx; anything else is retried with exponential
 back-off until ``max_attempts``, then the entry is dead (``m2m-gateway
 callbacks dead`` lists them, ``retry`` re-drives them).
@@ -18,48 +19,62 @@ import socket
 import threading
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import requests
 
+from gateway import outbound
 from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED
 from gateway.translate import callback
 
 log = logging.getLogger(__name__)
 
 BATCH = 10
+# Threads sending at once in each process: a slow listener holds one, not all.
+SENDERS = 4
+# How often a process expires and purges old entries: each is a write
+# transaction, too dear for every pass of the delivery loop.
+HOUSEKEEPING_S = 60.0
 # How often an idle worker looks for work other processes stored.
 IDLE_POLL_S = 1.0
 
 
 class DeliveryWorker:
-    def __init__(self, store, settings):
+    def __init__(self, store, settings, retain_s):
         self._store = store
         self._settings = settings
+        self._retain_s = retain_s
+        self._housekeeping_lock = threading.Lock()
+        self._next_housekeeping = 0.0
         # Long enough to send a whole batch to listeners that all time out.
         self._lease_s = settings.timeout_s * (BATCH + 1)
         self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._http = requests.Session()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="callback-delivery", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"callback-delivery-{n}", daemon=True) for n in range(SENDERS)
+        ]
 
     def start(self):
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self, timeout=None):
         self._stopping.set()
         self._wake.set()
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     def wake(self):
         """A callback was stored: look now rather than at the next poll."""
         self._wake.set()
 
     def _run(self):
+        http = outbound.session()  # one per thread: requests' sessions are not thread-safe
         while not self._stopping.is_set():
             try:
-                busy = self._deliver_due()
+                busy = self._deliver_due(http)
             except Exception:  # the worker must outlive any one failure, e.g. a locked store
                 log.exception("callback delivery failed; trying again shortly")
                 busy = False
@@ -67,17 +82,31 @@ class DeliveryWorker:
                 self._wake.wait(self._idle_wait())
                 self._wake.clear()
 
-    def _deliver_due(self):
+    def _deliver_due(self, http):
         now = time.time()
-        self._store.expire_waiting(now, self._settings.expire_after_s)
+        self._housekeeping(now)
         deliveries = self._store.claim_due(self._id, now, self._lease_s, BATCH)
         lease_ends = now + self._lease_s
         for delivery in deliveries:
             # Past our lease another worker may own the entry: never send it then.
             if self._stopping.is_set() or time.time() + self._settings.timeout_s > lease_ends:
                 break  # the remaining claims lapse and are taken again
-            self._deliver(delivery)
+            self._deliver(http, delivery)
         return bool(deliveries)
+
+    def _housekeeping(self, now):
+        """Dead-letter what waited too long for a listener; forget what is older than the retention."""
+        if now < self._next_housekeeping or not self._housekeeping_lock.acquire(blocking=False):
+            return
+        try:
+            self._next_housekeeping = now + HOUSEKEEPING_S
+            expired = self._store.expire_waiting(now, self._settings.expire_after_s)
+            purged = self._store.purge_delivered_before(now - self._retain_s)
+            self._store.forget_requests_before(now - self._retain_s)
+            if expired or purged:
+                log.info("housekeeping: %d callbacks expired waiting for a listener, %d delivered ones purged", expired, purged)
+        finally:
+            self._housekeeping_lock.release()
 
     def _idle_wait(self):
         next_due = self._store.next_due_at()
@@ -85,7 +114,7 @@ class DeliveryWorker:
             return IDLE_POLL_S
         return min(IDLE_POLL_S, max(0.0, next_due - time.time()))
 
-    def _deliver(self, delivery):
+    def _deliver(self, http, delivery):
         attempt = delivery.attempts + 1
         envelope = callback.to_envelope(
             json.loads(delivery.body),
@@ -95,7 +124,7 @@ class DeliveryWorker:
             max_callback_threshold=self._settings.max_attempts,
             kind_spellings=self._store.kind_spellings(delivery.request_id),
         )
-        problem = self._post(delivery.url, envelope)
+        problem = self._post(http, delivery.url, envelope)
         now = time.time()
         if problem is None:
             self._store.mark_delivered(delivery.id, self._id, now)
@@ -117,14 +146,16 @@ class DeliveryWorker:
             "" if retry_at else "; dead-lettered",
         )
 
-    def _post(self, url, envelope):
+    def _post(self, http, url, envelope):
         """None when the listener acknowledged; otherwise what went wrong."""
+        origin = urlsplit(url)
         try:
-            response = self._http.post(
+            response = http.post(
                 url,
                 data=envelope,
                 headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
                 timeout=self._settings.timeout_s,
+                proxies=outbound.proxies(f"{origin.scheme}://{origin.netloc}"),
             )
         except requests.RequestException as error:
             return f"listener unreachable ({type(error).__name__})"

@@ -286,7 +286,12 @@ def dedupe_key(body):
 
 
 def kind_spellings(request):
-    """Lower-case kind → the first spelling of it in a ``GoToStateRequest``'s DeviceList."""
+    """Lower-case kind → the first spelling of it in a ``GoToStateRequest``'s DeviceList,
+    for the kinds whose spelling the envelope would not produce by itself.
+
+    Most clients spell kinds as the legacy document does (``IMEI``); their
+    requests need nothing remembered, which spares the store a write.
+    """
     spellings = {}
     for device in request.DeviceList or ():
         identifiers = device.DeviceIdentifiers if device is not None else None
@@ -294,4 +299,4 @@ def kind_spellings(request):
             kind = identifier.Kind if identifier is not None else None
             if kind:
                 spellings.setdefault(kind.lower(), kind)
-    return spellings
+    return {lower: kind for lower, kind in spellings.items() if kind != _LEGACY_KIND_BY_LOWER.get(lower)}
