@@ -6,6 +6,9 @@ XSI = "http://www.w3.org/2001/XMLSchema-instance"
 XSD = "http://www.w3.org/2001/XMLSchema"
 WSDL = "http://schemas.xmlsoap.org/wsdl/"
 WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
+SOAP_HTTP_TRANSPORT = "http://schemas.xmlsoap.org/soap/http"
+# WS-Addressing's WSDL binding, where WCF states each message's action.
+WSAW = "http://www.w3.org/2006/05/addressing/wsdl"
 
 # The legacy service namespace: operation wrappers, the token header, callbacks.
 V2 = "http://nphase.com/unifiedwebservice/v2"

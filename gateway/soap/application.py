@@ -1,11 +1,10 @@
 """One Spyne application per legacy ``.svc`` endpoint."""
 
 import logging
+from urllib.parse import parse_qs
 
 from spyne import Application, Fault
 from spyne.server.wsgi import WsgiApplication
-from urllib.parse import parse_qs
-
 from werkzeug.urls import iri_to_uri
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import get_host
@@ -24,8 +23,6 @@ log = logging.getLogger(__name__)
 _rejections = RateLimited(log)
 _failures = RateLimited(log)
 
-SOAP_OVER_HTTP = "http://schemas.xmlsoap.org/soap/http"
-
 
 class GatewayApplication(Application):
     """A legacy service bound to what its operations need at run time (``runtime``)."""
@@ -39,7 +36,7 @@ class GatewayApplication(Application):
             out_protocol=WcfSoap11(),
             documents_container=WcfInterfaceDocuments,
         )
-        self.transport = SOAP_OVER_HTTP
+        self.transport = ns.SOAP_HTTP_TRANSPORT
         self.runtime = runtime
         self.interface.docs.wsdl11.build_interface_document(ADDRESS_PLACEHOLDER)
         self.event_manager.add_listener("method_exception_object", _log_fault)

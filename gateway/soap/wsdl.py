@@ -137,10 +137,6 @@ def _declare_token_element(root):
             return
 
 
-# WS-Addressing's WSDL binding, where WCF states each message's action.
-_WSAW = "http://www.w3.org/2006/05/addressing/wsdl"
-
-
 def _declare_addressing_actions(root, service):
     # Mono's svcutil takes an operation's action only from wsaw:Action on the
     # portType's input, as WCF writes it, and otherwise generates Action="*":
@@ -150,10 +146,10 @@ def _declare_addressing_actions(root, service):
         for message, suffix in (("input", ""), ("output", "Response")):
             element = operation.find(_q(ns.WSDL, message))
             if element is not None:
-                element.set(_q(_WSAW, "Action"), action + suffix)
+                element.set(_q(ns.WSAW, "Action"), action + suffix)
     # Declared once, on the root, as wsaw (not once per element as ns0); the
     # other declarations stay for _drop_unused_namespaces to judge.
-    etree.cleanup_namespaces(root, top_nsmap={"wsaw": _WSAW}, keep_ns_prefixes=[p for p in root.nsmap if p])
+    etree.cleanup_namespaces(root, top_nsmap={"wsaw": ns.WSAW}, keep_ns_prefixes=[p for p in root.nsmap if p])
 
 
 def _sort_schemas(root):
