@@ -62,7 +62,7 @@ def _parser():
     )
     listener.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     listener.add_argument("--port", type=int, default=8082, help="port to listen on (default %(default)s)")
-    listener.set_defaults(command=lambda args: _import("gateway.listener").serve(args.host, args.port))
+    listener.set_defaults(command=_demo_listener)
 
     demo = commands.add_parser(
         "demo",
@@ -196,12 +196,6 @@ def _wsdl(args):
     return 0
 
 
-def _import(name):
-    import importlib
-
-    return importlib.import_module(name)
-
-
 def _store(args):
     from gateway.store import open_store
 
@@ -289,6 +283,12 @@ def _callbacks_retry(args):
         return 1
     print(f"callback {args.id} back to pending")
     return 0
+
+
+def _demo_listener(args):
+    from gateway import listener
+
+    listener.serve(args.host, args.port)
 
 
 def _demo(args):
