@@ -158,17 +158,19 @@ class Listener:
         import http.server
         import threading
 
-        self.received = []
+        self.received = []  # (path, headers, body, status, when answered)
         self.status = 200
+        self.delay_s = 0.0  # how long it takes to answer: past the gateway's timeout, a failure
         self._lock = threading.Lock()
         listener = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, delay_s = listener.status, listener.delay_s
+                time.sleep(delay_s)
                 with listener._lock:
-                    status = listener.status
-                    listener.received.append((self.path, dict(self.headers), body, status))
+                    listener.received.append((self.path, dict(self.headers), body, status, time.time()))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -183,12 +185,17 @@ class Listener:
 
     def acknowledged(self):
         """Bodies the listener answered 2xx, in arrival order."""
+        return [body for _, body in self.acknowledged_at()]
+
+    def acknowledged_at(self):
+        """(when answered, body) of each POST answered 2xx."""
         with self._lock:
-            return [body for _, _, body, status in self.received if 200 <= status < 300]
+            return [(when, body) for _, _, body, status, when in self.received if 200 <= status < 300]
 
     def all(self):
+        """(path, headers, body, status) of every POST."""
         with self._lock:
-            return list(self.received)
+            return [record[:4] for record in self.received]
 
     def wait_for(self, count, timeout_s=30):
         deadline = time.monotonic() + timeout_s

@@ -5,9 +5,7 @@ serve`` on their own ports, the ThingSpace simulator, a legacy listener, and
 the session's throwaway PostgreSQL server (tests/conftest_postgres.py).
 """
 
-import http.server
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,44 +48,6 @@ def wait_until(condition, timeout_s, what):
     return result
 
 
-class StallingListener:
-    """A legacy listener that, while ``stalling``, answers 503 only after the gateway's POST has timed out."""
-
-    STALL_S = DELIVERY_TIMEOUT_S * 3
-
-    def __init__(self):
-        self.stalling = True
-        self.acknowledged = []  # (when, body) of each POST answered 200
-        self.received = 0
-        lock = threading.Lock()
-        listener = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                stalled = listener.stalling
-                if stalled:
-                    time.sleep(listener.STALL_S)
-                with lock:
-                    listener.received += 1
-                    if not stalled:
-                        listener.acknowledged.append((time.time(), body))
-                self.send_response(503 if stalled else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/listener"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self._server.shutdown()
-        self._server.server_close()
-
-
 def test_a_go_to_state_through_one_instance_is_called_back_through_the_other_exactly_once(
     tmp_path, simulator, listener, postgres_url
 ):
@@ -116,10 +76,11 @@ def test_a_go_to_state_through_one_instance_is_called_back_through_the_other_exa
 
 
 def test_the_callbacks_a_killed_instance_held_are_delivered_by_the_other_once_its_lease_ends(
-    tmp_path, simulator, postgres_url
+    tmp_path, simulator, listener, postgres_url
 ):
     simulator.reset()
-    listener = StallingListener()
+    # Stalling: answers 503, and only after the gateway's POST has timed out.
+    listener.status, listener.delay_s = 503, DELIVERY_TIMEOUT_S * 3
     doomed = instance(tmp_path, "doomed", simulator, postgres_url).start()
     survivor = instance(tmp_path, "survivor", simulator, postgres_url)
     observer = PostgresStore(postgres_url)
@@ -139,17 +100,17 @@ def test_the_callbacks_a_killed_instance_held_are_delivered_by_the_other_once_it
         wait_until(lambda: len(claims()) >= 3, 10, "the doomed instance claiming callbacks")
         doomed.stop(signal.SIGKILL)
         held = claims()
-        listener.stalling = False
+        listener.status, listener.delay_s = 200, 0.0
         survivor.start()
-        wait_until(lambda: len(listener.acknowledged) >= count, LEASE_S + 30, "every callback acknowledged")
+        wait_until(lambda: len(listener.acknowledged()) >= count, LEASE_S + 30, "every callback acknowledged")
         time.sleep(1.0)  # a duplicate would show up here
     finally:
         survivor.stop()
         doomed.stop()
         observer.close()
-        listener.close()
-    delivered = {identity(body)[0]: when for when, body in listener.acknowledged}
-    assert len(listener.acknowledged) == len(delivered) == count
+    acknowledged = listener.acknowledged_at()
+    delivered = {identity(body)[0]: when for when, body in acknowledged}
+    assert len(acknowledged) == len(delivered) == count
     assert sorted(delivered) == [f"r-kill-{n}" for n in range(count)]
     assert len(held) >= 3
     for request_id, lease_end in held.items():
