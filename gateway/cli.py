@@ -1,6 +1,9 @@
 """The ``m2m-gateway`` command line."""
 
 import argparse
+import contextlib
+import getpass
+import os
 import sys
 
 from gateway import __version__, config, logs
@@ -202,27 +205,19 @@ def _store(args):
     return open_store(config.load(args.config).store)
 
 
+@contextlib.contextmanager
 def _m2m_session(args):
     """A ThingSpace session for an operator command, logged out afterwards."""
-    import contextlib
-    import getpass
-    import os
-
     from gateway.thingspace import ThingSpace
 
     settings = config.load(args.config)
     thingspace = ThingSpace(settings.upstream)
     password = os.environ.get("THINGSPACE_PASSWORD") or getpass.getpass(f"ThingSpace password for {args.m2m_user}: ")
-
-    @contextlib.contextmanager
-    def session():
-        token = thingspace.login(args.m2m_user, password)
-        try:
-            yield settings, thingspace, token
-        finally:
-            thingspace.logout(token)
-
-    return session()
+    token = thingspace.login(args.m2m_user, password)
+    try:
+        yield settings, thingspace, token
+    finally:
+        thingspace.logout(token)
 
 
 def _registrar(settings, thingspace):
@@ -233,9 +228,6 @@ def _registrar(settings, thingspace):
 
 
 def _callbacks_register(args):
-    import getpass
-    import os
-
     password = ""
     if args.listener_password:
         password = os.environ.get("LISTENER_PASSWORD") or getpass.getpass("Password for the listener's envelopes: ")
