@@ -16,10 +16,13 @@ from werkzeug.wrappers import Request, Response
 
 from gateway.callbacks.registration import BRIDGED_SERVICES
 from gateway.exceptions import RequestInvalid
+from gateway.logs import RateLimited
 from gateway.metrics import CALLBACKS_RECEIVED
 from gateway.translate import callback
 
 log = logging.getLogger(__name__)
+# Anyone can post to the receiver's URL as fast as they like; the log must not follow.
+_refusals = RateLimited(log)
 
 # A goToState callback is a few kilobytes; nothing legitimate comes near this.
 MAX_CALLBACK_BYTES = 1 << 20
@@ -55,7 +58,7 @@ class CallbackReceiver:
         except (ValueError, RecursionError):
             return "refused", _answer(400, "the body is not JSON")
         if not self._authentic(body):
-            log.warning("callback refused: wrong credentials (account %s)", account)
+            _refusals.warning("callback refused: wrong credentials (account %s)", account)
             return "refused", _answer(401, "wrong callback credentials")
         try:
             callback.check(body)
