@@ -291,8 +291,8 @@ def profile(count):
     from werkzeug.test import Client
 
     from gateway import config
-    from gateway import outbound
     from gateway.callbacks.delivery import DeliveryWorker
+    from gateway.callbacks.policy import ListenerPolicy
     from gateway.callbacks.receiver import CallbackReceiver
     from gateway.store import SqliteStore
 
@@ -331,12 +331,13 @@ def profile(count):
 
         # No thread: the worker's loop body, called until the outbox is empty (bounded).
         settings = config.load(environ={})
-        worker = DeliveryWorker(store, settings.callbacks, settings.store.retain_s)
+        worker = DeliveryWorker(store, settings.callbacks, settings.store.retain_s, ListenerPolicy.from_config(settings))
         profiler = cProfile.Profile()
         started = time.perf_counter()
         profiler.enable()
         for _ in range(count):
-            if not worker._deliver_due(outbound.session()):
+            worker._pass()
+            if store.counts().get("delivered") == count:
                 break
         profiler.disable()
         if store.counts().get("delivered") != count:

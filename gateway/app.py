@@ -6,6 +6,7 @@ from werkzeug.wrappers import Response
 
 from gateway.access import AccessLog
 from gateway.callbacks.delivery import DeliveryWorker
+from gateway.callbacks.policy import ListenerPolicy
 from gateway.callbacks.receiver import CallbackReceiver
 from gateway.callbacks.registration import Registrar
 from gateway.health import Readiness, healthz
@@ -25,13 +26,14 @@ def service_path(name):
 
 
 class Runtime:
-    """The long-lived parts every request shares: upstream client, store, registrar."""
+    """The long-lived parts every request shares: upstream client, store, listener policy, registrar."""
 
     def __init__(self, config):
         self.config = config
         self.thingspace = ThingSpace(config.upstream)
         self.store = open_store(config.store)
-        self.registrar = Registrar(config, self.thingspace, self.store)
+        self.listener_policy = ListenerPolicy.from_config(config)
+        self.registrar = Registrar(config, self.thingspace, self.store, self.listener_policy)
 
 
 class Gateway:
@@ -39,13 +41,15 @@ class Gateway:
 
     def __init__(self, config):
         runtime = Runtime(config)
-        self._worker = DeliveryWorker(runtime.store, config.callbacks, config.store.retain_s).start()
+        self._worker = DeliveryWorker(
+            runtime.store, config.callbacks, config.store.retain_s, runtime.listener_policy
+        ).start()
         mounts = {service_path(name): _endpoint(config, name, runtime) for name in SERVICES}
         mounts[config.callbacks.path] = CallbackReceiver(
             runtime.store, runtime.registrar.gateway_credentials, self._worker.wake
         )
         mounts["/healthz"] = healthz
-        mounts["/readyz"] = Readiness(runtime.store, runtime.thingspace)
+        mounts["/readyz"] = Readiness(runtime.store, runtime.thingspace, self._worker)
         mounts["/metrics"] = metrics_app(runtime.store)
         app = BodyLimit(DispatcherMiddleware(_not_found, mounts), config.server.max_body_bytes)
         # Behind nginx the client's URL (for the WSDL's soap:address) is in these.

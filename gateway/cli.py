@@ -221,10 +221,11 @@ def _m2m_session(args):
 
 
 def _registrar(settings, thingspace):
+    from gateway.callbacks.policy import ListenerPolicy
     from gateway.callbacks.registration import Registrar
     from gateway.store import open_store
 
-    return Registrar(settings, thingspace, open_store(settings.store))
+    return Registrar(settings, thingspace, open_store(settings.store), ListenerPolicy.from_config(settings))
 
 
 def _callbacks_register(args):

@@ -8,7 +8,9 @@ on the first request that needs it.
 """
 
 import configparser
+import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -83,6 +85,22 @@ def _postgres_url(value):
     return value
 
 
+_HOST_NAME = re.compile(r"(?i)^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?$")
+
+
+def _networks_and_host_names(value):
+    """A comma-separated list of networks (CIDR, or one address) and host names."""
+    entries = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            entries.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            if not _HOST_NAME.match(item):
+                raise ValueError(f"must be networks (CIDR) and host names separated by commas, got {item!r}") from None
+            entries.append(item.rstrip(".").lower())
+    return tuple(entries)
+
+
 def _one_of(value, choices):
     if value not in choices:
         raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
@@ -124,6 +142,8 @@ SCHEMA = {
     ("callbacks", "backoff_s"): _seconds,
     ("callbacks", "timeout_s"): _seconds,
     ("callbacks", "expire_after_s"): _seconds,
+    ("callbacks", "allowed_listeners"): _networks_and_host_names,
+    ("callbacks", "delivery_stall_s"): _seconds,
     ("store", "path"): _required,
     ("store", "url"): _optional(_postgres_url),
     ("store", "retain_s"): _seconds,
@@ -170,6 +190,8 @@ class Callbacks:
     backoff_s: float
     timeout_s: float
     expire_after_s: float
+    allowed_listeners: tuple
+    delivery_stall_s: float
 
     def __repr__(self):
         return f"Callbacks(path={self.path!r}, public_url={self.public_url!r}, ...)"

@@ -46,3 +46,23 @@ class UpstreamError(GatewayError):
 
 class UpstreamUnavailable(GatewayError):
     """ThingSpace could not be reached, or answered outside its own error format."""
+
+
+class StoreUnavailable(GatewayError):
+    """The store cannot be read or written now: its server is down, the file is locked, the disk is full.
+
+    Transient by nature: the caller answers honestly (503, a server fault)
+    or retries later; nothing it acknowledged is lost.
+    """
+
+
+class DeliveryStalled(GatewayError):
+    """No delivery pass completed for longer than ``[callbacks] delivery_stall_s``: /readyz says so."""
+
+
+class ListenerRefused(GatewayError):
+    """A legacy listener's URL breaks the listener policy: the gateway will not post there."""
+
+    def __init__(self, url_host, rule):
+        self.rule = rule
+        super().__init__(f"{url_host}: {rule}")

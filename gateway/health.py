@@ -15,14 +15,16 @@ def healthz(environ, start_response):
 
 
 class Readiness:
-    """Ready when the store takes a write and a ThingSpace bearer token is at hand.
+    """Ready when the store answers, delivery is not stalled and a ThingSpace bearer token is at hand.
 
     A load balancer takes an instance that is not ready out of rotation; the
-    reasons are in the answer and, with details, in the log.
+    reasons are in the answer and, with details, in the log. The probe writes
+    nothing: it reads the store, and the delivery worker's own record of
+    when its last pass completed.
     """
 
-    def __init__(self, store, thingspace):
-        self._checks = {"store": store.callback_credentials, "upstream": thingspace.bearer}
+    def __init__(self, store, thingspace, worker):
+        self._checks = {"store": store.health, "delivery": worker.check_progress, "upstream": thingspace.bearer}
 
     def __call__(self, environ, start_response):
         results = {name: self._check(name, check) for name, check in self._checks.items()}
@@ -40,3 +42,4 @@ class Readiness:
             log.exception("readiness check %s failed", name)
             return "unavailable (see the gateway's log)"
         return "ok"
+

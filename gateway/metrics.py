@@ -10,8 +10,10 @@ per-process count.
 import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app, multiprocess
 from prometheus_client.core import GaugeMetricFamily
+
+from gateway.exceptions import StoreUnavailable
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -27,27 +29,57 @@ UPSTREAM_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 CALLBACKS_RECEIVED = Counter(
-    "m2mgw_callbacks_received_total", "ThingSpace callbacks received, by outcome (stored, duplicate, refused)", ["outcome"]
+    "m2mgw_callbacks_received_total", "ThingSpace callbacks received, by outcome (stored, duplicate, refused, unavailable)",
+    ["outcome"],
 )
 CALLBACKS_DELIVERED = Counter("m2mgw_callbacks_delivered_total", "Callbacks a legacy listener acknowledged")
 CALLBACKS_RETRIED = Counter("m2mgw_callbacks_retried_total", "Failed deliveries that will be tried again")
 CALLBACKS_DEAD = Counter("m2mgw_callbacks_dead_total", "Callbacks dead-lettered after their last attempt")
-PROCESS_METRICS = (SOAP_REQUESTS, UPSTREAM_SECONDS, CALLBACKS_RECEIVED, CALLBACKS_DELIVERED, CALLBACKS_RETRIED, CALLBACKS_DEAD)
+STORE_ERRORS = Counter(
+    "m2mgw_store_errors_total", "Store calls that failed: database unreachable, file locked, disk full"
+)
+WORKER_RESTARTS = Counter(
+    "m2mgw_worker_restarts_total", "Steps of a background loop that failed and were tried again, by loop", ["loop"]
+)
+# The newest of all processes': an instance delivers while any of its workers does.
+DELIVERY_PASS_COMPLETED = Gauge(
+    "m2mgw_delivery_last_pass_timestamp_seconds",
+    "When a delivery pass (claim, send, record) last completed, epoch seconds",
+    multiprocess_mode="max",
+)
+PROCESS_METRICS = (
+    SOAP_REQUESTS,
+    UPSTREAM_SECONDS,
+    CALLBACKS_RECEIVED,
+    CALLBACKS_DELIVERED,
+    CALLBACKS_RETRIED,
+    CALLBACKS_DEAD,
+    STORE_ERRORS,
+    WORKER_RESTARTS,
+    DELIVERY_PASS_COMPLETED,
+)
 
 
 class OutboxCollector:
-    """Outbox depth by state and the age of the oldest callback waiting, from the store."""
+    """Outbox depth by state and the age of the oldest callback waiting, from the store.
+
+    While the store is down these are left out of the scrape (the process
+    counters, store errors among them, are still served).
+    """
 
     def __init__(self, store, clock=time.time):
         self._store = store
         self._clock = clock
 
     def collect(self):
+        try:
+            counts, oldest = self._store.counts(), self._store.oldest_pending_at()
+        except StoreUnavailable:
+            return
         depth = GaugeMetricFamily("m2mgw_outbox_callbacks", "Callbacks in the outbox, by state", labels=["state"])
-        for state, count in sorted(self._store.counts().items()):
+        for state, count in sorted(counts.items()):
             depth.add_metric([state], count)
         yield depth
-        oldest = self._store.oldest_pending_at()
         age = 0.0 if oldest is None else max(0.0, self._clock() - oldest)
         yield GaugeMetricFamily(
             "m2mgw_outbox_oldest_pending_seconds", "Age of the oldest callback not yet delivered (0 when none)", value=age

@@ -75,4 +75,17 @@ def run(settings):
     # scrape of any of them sums all.
     with tempfile.TemporaryDirectory(prefix="m2m-gateway-metrics-") as metrics_dir:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+        _check_store(settings)
         GatewayServer(settings).run()
+
+
+def _check_store(settings):
+    """Open (and migrate) the store once before any worker starts.
+
+    A store that cannot be reached at start stops the server with one line
+    (StoreUnavailable, naming the setting, never a password) rather than
+    with a traceback from each worker gunicorn boots and buries.
+    """
+    from gateway.store import open_store
+
+    open_store(settings.store).close()

@@ -402,10 +402,12 @@ def test_an_oversized_callback_is_refused_with_413_and_kept_nowhere(registered):
 def test_housekeeping_forgets_delivered_callbacks_and_spellings_after_the_retention(tmp_path):
     from gateway import config
     from gateway.callbacks.delivery import HOUSEKEEPING_S, DeliveryWorker
+    from gateway.callbacks.policy import ListenerPolicy
     from gateway.store import SqliteStore
 
     store = SqliteStore(str(tmp_path / "store.sqlite3"))
-    worker = DeliveryWorker(store, config.load(environ={}).callbacks, retain_s=100)
+    settings = config.load(environ={})
+    worker = DeliveryWorker(store, settings.callbacks, retain_s=100, policy=ListenerPolicy.from_config(settings))
     store.put_registration(ACCOUNT, "StateService", "http://127.0.0.1:9/", "", "")
     store.add_callback("key-1", ACCOUNT, "StateService", "r-old", "{}", now=1000)
     (claimed,) = store.claim_due("w", now=1000, lease_s=10, limit=1)

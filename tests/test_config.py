@@ -1,5 +1,6 @@
 """Configuration: embedded defaults, a file over them, the environment over both."""
 
+import ipaddress
 import subprocess
 import sys
 
@@ -47,6 +48,8 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_CALLBACKS_BACKOFF_S": "1.5",
         "M2MGW_CALLBACKS_TIMEOUT_S": "3",
         "M2MGW_CALLBACKS_EXPIRE_AFTER_S": "60",
+        "M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.20.0.0/16, fd00::/8,Listener.Example.com., 192.0.2.7",
+        "M2MGW_CALLBACKS_DELIVERY_STALL_S": "30",
         "M2MGW_STORE_PATH": "/srv/m2m/gateway.sqlite3",
         "M2MGW_STORE_URL": "postgresql://m2m:secret@db.example.com/m2m",
         "M2MGW_STORE_RETAIN_S": "3600",
@@ -58,7 +61,14 @@ def test_every_key_is_overridden_by_its_environment_variable():
     assert settings.upstream == config.Upstream("https://thingspace.verizon.com", "key", "secret", 2.5, False)
     assert settings.defaults.mdn_zip_code == "94203"
     assert settings.callbacks == config.Callbacks(
-        "/ts/callbacks", "https://m2m.example.com/ts/callbacks", "gw", "pw", 7, 1.5, 3.0, 60.0
+        "/ts/callbacks", "https://m2m.example.com/ts/callbacks", "gw", "pw", 7, 1.5, 3.0, 60.0,
+        (
+            ipaddress.ip_network("10.20.0.0/16"),
+            ipaddress.ip_network("fd00::/8"),
+            "listener.example.com",
+            ipaddress.ip_network("192.0.2.7/32"),
+        ),
+        30.0,
     )
     assert settings.store == config.Store("/srv/m2m/gateway.sqlite3", "postgresql://m2m:secret@db.example.com/m2m", 3600.0)
     assert settings.logging == config.Logging("json", "WARNING")
@@ -88,6 +98,8 @@ def test_a_file_is_read_over_the_defaults_and_under_the_environment(tmp_path):
         ({"M2MGW_CALLBACKS_PATH": "callbacks"}, "callbacks", "path", "URL path"),
         ({"M2MGW_CALLBACKS_MAX_ATTEMPTS": "0"}, "callbacks", "max_attempts", "greater than 0"),
         ({"M2MGW_CALLBACKS_USERNAME": "gw"}, "callbacks", "password", "together"),
+        ({"M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.0.0.0/8, http://x"}, "callbacks", "allowed_listeners", "'http://x'"),
+        ({"M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.0.0.0/33"}, "callbacks", "allowed_listeners", "networks (CIDR)"),
         ({"M2MGW_STORE_PATH": ""}, "store", "path", "must not be empty"),
         ({"M2MGW_LOGGING_FORMAT": "xml"}, "logging", "format", "one of text, json"),
     ],

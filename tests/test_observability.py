@@ -43,9 +43,9 @@ def test_healthz_answers_while_the_process_runs(gateway):
     assert (answer.status_code, answer.text) == (200, "ok\n")
 
 
-def test_readyz_is_ready_with_a_writable_store_and_a_bearer(gateway):
+def test_readyz_is_ready_with_a_store_delivery_under_way_and_a_bearer(gateway):
     answer = requests.get(gateway.url + "/readyz", timeout=10)
-    assert (answer.status_code, answer.json()) == (200, {"ready": True, "store": "ok", "upstream": "ok"})
+    assert (answer.status_code, answer.json()) == (200, {"ready": True, "store": "ok", "delivery": "ok", "upstream": "ok"})
 
 
 def test_readyz_is_not_ready_when_thingspace_cannot_be_reached(tmp_path):
@@ -58,7 +58,7 @@ def test_readyz_is_not_ready_when_thingspace_cannot_be_reached(tmp_path):
             process.stop()
     assert answer.status_code == 503
     assert answer.json() == {
-        "ready": False, "store": "ok", "upstream": "ThingSpace could not be reached (connection refused)"
+        "ready": False, "store": "ok", "delivery": "ok", "upstream": "ThingSpace could not be reached (connection refused)"
     }
 
 

@@ -2,16 +2,24 @@
 
 Each gateway process runs one, with a few sending threads. The workers of
 several processes share the store: an entry is claimed (with a lease) before
-it is sent, so one worker sends it at a time, and a claim left by a worker
-that died lapses and is taken again.
-A listener acknowledges with 2xx; anything else is retried with exponential
-back-off until ``max_attempts``, then the entry is dead (``m2m-gateway
-callbacks dead`` lists them, ``retry`` re-drives them).
+it is sent, so one worker sends it at a time. A live worker renews its leases
+every few seconds; the claims of a worker that died lapse within ``LEASE_S``
+and are taken again.
+A listener acknowledges with 2xx; anything else (an envelope that cannot be
+built included) is retried with exponential back-off until ``max_attempts``,
+then the entry is dead (``m2m-gateway callbacks dead`` lists them, ``retry``
+re-drives them).
+
+Every loop runs supervised (``gateway.supervise``): a store that fails stops
+nothing, it is retried until it answers again. An outcome the store could not
+record is kept here and recorded first when it answers again, so a callback a
+listener acknowledged during an outage is not sent twice.
 
 Delivery is at least once: a process killed after the listener answered 2xx
 but before that was recorded sends the callback again after restart.
 """
 
+import collections
 import json
 import logging
 import os
@@ -19,12 +27,15 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
 
 from gateway import outbound
-from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED
+from gateway.exceptions import DeliveryStalled, ListenerRefused, StoreUnavailable
+from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED, DELIVERY_PASS_COMPLETED
+from gateway.supervise import supervised_thread
 from gateway.translate import callback
 
 log = logging.getLogger(__name__)
@@ -32,6 +43,11 @@ log = logging.getLogger(__name__)
 BATCH = 10
 # Threads sending at once in each process: a slow listener holds one, not all.
 SENDERS = 4
+# How long a claim holds without renewal: a killed worker's claims are taken
+# again this soon. Renewed every RENEW_EVERY_S; a sender starts a POST only
+# while its lease was renewed within the last half of it.
+LEASE_S = 10.0
+RENEW_EVERY_S = 2.5
 # How often a process expires and purges old entries: each is a write
 # transaction, too dear for every pass of the delivery loop.
 HOUSEKEEPING_S = 60.0
@@ -39,25 +55,43 @@ HOUSEKEEPING_S = 60.0
 IDLE_POLL_S = 1.0
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt at one claimed entry: ``problem`` is None when the listener acknowledged it."""
+
+    delivery: object
+    attempt: int
+    at: float
+    problem: str | None
+
+
 class DeliveryWorker:
-    def __init__(self, store, settings, retain_s):
+    def __init__(self, store, settings, retain_s, policy):
         self._store = store
         self._settings = settings
         self._retain_s = retain_s
+        self._policy = policy
         self._housekeeping_lock = threading.Lock()
         self._next_housekeeping = 0.0
-        # Long enough to send a whole batch to listeners that all time out.
-        self._lease_s = settings.timeout_s * (BATCH + 1)
         self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"callback-delivery-{n}", daemon=True) for n in range(SENDERS)
-        ]
+        self._local = threading.local()
+        # Outcomes the store could not record yet, oldest first: recorded before anything is claimed.
+        self._unrecorded = collections.deque()
+        self._recording = threading.Lock()
+        # The entries this worker is sending or has yet to record: the ones whose leases it renews.
+        self._held = set()
+        self._held_lock = threading.Lock()
+        self._renewed_at = 0.0
+        self._pass_completed_at = time.time()
+        self._threads = []
 
     def start(self):
-        for thread in self._threads:
-            thread.start()
+        self._threads = [
+            supervised_thread(f"callback-delivery-{n}", self._pass, self._stopping) for n in range(SENDERS)
+        ]
+        self._threads.append(supervised_thread("claim-renewal", self._renew_claims, self._stopping))
         return self
 
     def stop(self, timeout=None):
@@ -70,39 +104,67 @@ class DeliveryWorker:
         """A callback was stored: look now rather than at the next poll."""
         self._wake.set()
 
-    def _run(self):
-        http = outbound.session()  # one per thread: requests' sessions are not thread-safe
-        while not self._stopping.is_set():
-            try:
-                busy = self._deliver_due(http)
-            except Exception:  # the worker must outlive any one failure, e.g. a locked store
-                log.exception("callback delivery failed; trying again shortly")
-                busy = False
-            if not busy:
-                self._wake.wait(self._idle_wait())
-                self._wake.clear()
+    def check_progress(self):
+        """Raise DeliveryStalled when no delivery pass completed within ``delivery_stall_s``.
 
-    def _deliver_due(self, http):
+        An idle worker completes a pass every second or so; only every sending
+        thread stuck (or the store failing every pass) stalls it.
+        """
+        idle_s = time.time() - self._pass_completed_at
+        if idle_s > self._settings.delivery_stall_s:
+            raise DeliveryStalled(f"no delivery pass completed for {idle_s:.0f} s")
+
+    # -- the loops -----------------------------------------------------------------
+
+    def _pass(self):
+        """Record what waits to be recorded, keep house, send what is due; then wait if there was nothing."""
+        self._record_unrecorded()
         now = time.time()
         self._housekeeping(now)
-        deliveries = self._store.claim_due(self._id, now, self._lease_s, BATCH)
-        lease_ends = now + self._lease_s
-        for delivery in deliveries:
-            # Past our lease another worker may own the entry: never send it then.
-            if self._stopping.is_set() or time.time() + self._settings.timeout_s > lease_ends:
-                break  # the remaining claims lapse and are taken again
-            self._deliver(http, delivery)
-        return bool(deliveries)
+        deliveries = self._store.claim_due(self._id, now, LEASE_S, BATCH)
+        claimed = {delivery.id for delivery in deliveries}
+        self._hold(claimed)
+        try:
+            for delivery in deliveries:
+                # Unrenewed past half the lease, another worker may soon own the entry: never send it then.
+                if self._stopping.is_set() or time.time() - max(now, self._renewed_at) > LEASE_S / 2:
+                    break  # the remaining claims lapse and are taken again
+                self._deliver(delivery)
+        finally:
+            # Left unsent (or recorded): no longer renewed. What waits to be recorded stays held.
+            self._release(claimed - {outcome.delivery.id for outcome in list(self._unrecorded)})
+        self._pass_completed_at = time.time()
+        DELIVERY_PASS_COMPLETED.set(self._pass_completed_at)
+        if not deliveries:
+            self._wake.wait(self._idle_wait())
+            self._wake.clear()
+
+    def _renew_claims(self):
+        started = time.time()
+        with self._held_lock:
+            held = list(self._held)
+        if held:
+            self._store.renew_claims(self._id, held, started + LEASE_S)
+            self._renewed_at = started
+        self._stopping.wait(RENEW_EVERY_S)
+
+    def _hold(self, ids):
+        with self._held_lock:
+            self._held |= ids
+
+    def _release(self, ids):
+        with self._held_lock:
+            self._held -= ids
 
     def _housekeeping(self, now):
         """Dead-letter what waited too long for a listener; forget what is older than the retention."""
         if now < self._next_housekeeping or not self._housekeeping_lock.acquire(blocking=False):
             return
         try:
-            self._next_housekeeping = now + HOUSEKEEPING_S
             expired = self._store.expire_waiting(now, self._settings.expire_after_s)
             purged = self._store.purge_delivered_before(now - self._retain_s)
             self._store.forget_requests_before(now - self._retain_s)
+            self._next_housekeeping = now + HOUSEKEEPING_S
             if expired or purged:
                 log.info("housekeeping: %d callbacks expired waiting for a listener, %d delivered ones purged", expired, purged)
         finally:
@@ -114,40 +176,85 @@ class DeliveryWorker:
             return IDLE_POLL_S
         return min(IDLE_POLL_S, max(0.0, next_due - time.time()))
 
-    def _deliver(self, http, delivery):
+    # -- one entry -----------------------------------------------------------------
+
+    def _deliver(self, delivery):
         attempt = delivery.attempts + 1
-        envelope = callback.to_envelope(
-            json.loads(delivery.body),
-            username=delivery.username,
-            password=delivery.password,
-            callback_count=attempt,
-            max_callback_threshold=self._settings.max_attempts,
-            kind_spellings=self._store.kind_spellings(delivery.request_id),
-        )
-        problem = self._post(http, delivery.url, envelope)
-        now = time.time()
-        if problem is None:
-            self._store.mark_delivered(delivery.id, self._id, now)
+        try:
+            self._policy.check(delivery.url)
+            envelope = callback.to_envelope(
+                json.loads(delivery.body),
+                username=delivery.username,
+                password=delivery.password,
+                callback_count=attempt,
+                max_callback_threshold=self._settings.max_attempts,
+                kind_spellings=self._store.kind_spellings(delivery.request_id),
+            )
+        except StoreUnavailable:
+            raise  # not this entry's fault: its claim lapses and it is taken again
+        except ListenerRefused as error:
+            problem = f"listener URL refused: {error}"
+        except Exception as error:  # noqa: BLE001 - a poison entry fails alone, never its batch
+            log.exception("callback %d requestId=%s: no envelope could be built", delivery.id, delivery.request_id)
+            problem = f"no envelope could be built: {type(error).__name__}: {error}"
+        else:
+            problem = self._post(delivery.url, envelope)
+        self._record(Outcome(delivery, attempt, time.time(), problem))
+
+    def _record(self, outcome):
+        """Record ``outcome`` in the store; if the store fails, keep it to record first when it is back."""
+        try:
+            self._settle(outcome)
+        except StoreUnavailable:
+            self._unrecorded.append(outcome)
+            raise
+
+    def _record_unrecorded(self):
+        # One thread at a time, to the end: no thread claims anew while an
+        # outcome of an entry this worker sent is still unrecorded.
+        with self._recording:
+            while self._unrecorded:
+                outcome = self._unrecorded[0]
+                self._settle(outcome)
+                self._unrecorded.popleft()
+                self._release({outcome.delivery.id})
+
+    def _settle(self, outcome):
+        delivery, attempt, settings = outcome.delivery, outcome.attempt, self._settings
+        if outcome.problem is None:
+            if not self._store.mark_delivered(delivery.id, self._id, outcome.at):
+                return self._lost(outcome)
             CALLBACKS_DELIVERED.inc()
             log.info("callback %d requestId=%s delivered (attempt %d)", delivery.id, delivery.request_id, attempt)
             return
-        retry_at = None
-        if attempt < self._settings.max_attempts:
-            retry_at = now + self._settings.backoff_s * 2 ** (attempt - 1)
-        self._store.mark_failed(delivery.id, self._id, now, problem, retry_at)
+        retry_at = outcome.at + settings.backoff_s * 2 ** (attempt - 1) if attempt < settings.max_attempts else None
+        if not self._store.mark_failed(delivery.id, self._id, outcome.at, outcome.problem, retry_at):
+            return self._lost(outcome)
         (CALLBACKS_RETRIED if retry_at else CALLBACKS_DEAD).inc()
         log.warning(
             "callback %d requestId=%s attempt %d/%d failed: %s%s",
             delivery.id,
             delivery.request_id,
             attempt,
-            self._settings.max_attempts,
-            problem,
+            settings.max_attempts,
+            outcome.problem,
             "" if retry_at else "; dead-lettered",
         )
 
-    def _post(self, http, url, envelope):
+    @staticmethod
+    def _lost(outcome):
+        log.warning(
+            "callback %d requestId=%s: attempt %d not recorded, another worker took the entry over",
+            outcome.delivery.id,
+            outcome.delivery.request_id,
+            outcome.attempt,
+        )
+
+    def _post(self, url, envelope):
         """None when the listener acknowledged; otherwise what went wrong."""
+        http = getattr(self._local, "http", None)
+        if http is None:
+            http = self._local.http = outbound.session()  # one per thread: requests' sessions are not thread-safe
         origin = urlsplit(url)
         try:
             response = http.post(
@@ -156,6 +263,8 @@ class DeliveryWorker:
                 headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
                 timeout=self._settings.timeout_s,
                 proxies=outbound.proxies(f"{origin.scheme}://{origin.netloc}"),
+                # A redirect could lead anywhere, past the listener policy: it is an answer like any non-2xx.
+                allow_redirects=False,
             )
         except requests.RequestException as error:
             return f"listener unreachable ({type(error).__name__})"

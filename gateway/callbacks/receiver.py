@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from gateway.callbacks.registration import BRIDGED_SERVICES
-from gateway.exceptions import RequestInvalid
+from gateway.exceptions import RequestInvalid, StoreUnavailable
 from gateway.logs import RateLimited
 from gateway.metrics import CALLBACKS_RECEIVED
 from gateway.translate import callback
@@ -26,6 +26,8 @@ _refusals = RateLimited(log)
 
 # A goToState callback is a few kilobytes; nothing legitimate comes near this.
 MAX_CALLBACK_BYTES = 1 << 20
+# While the store is down: when ThingSpace should send the callback again.
+RETRY_AFTER_S = 5
 
 
 class CallbackReceiver:
@@ -43,6 +45,11 @@ class CallbackReceiver:
             outcome, response = self._receive(request)
         except HTTPException as error:
             outcome, response = "refused", _answer(error.code, error.description)
+        except StoreUnavailable as error:
+            # Not committed, so not acknowledged: ThingSpace keeps it and sends it again.
+            _refusals.warning("callback not accepted, the store is unavailable: %s", error)
+            outcome, response = "unavailable", _answer(503, "the gateway cannot store callbacks now; send it again")
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
         CALLBACKS_RECEIVED.labels(outcome).inc()
         return response(environ, start_response)
 

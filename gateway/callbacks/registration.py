@@ -8,23 +8,28 @@ comes through the bridge.
 
 from urllib.parse import quote, urlsplit
 
-from gateway.exceptions import RequestInvalid
+from gateway.exceptions import ListenerRefused, RequestInvalid
 
 # The callback services whose JSON the gateway can turn into legacy envelopes.
 BRIDGED_SERVICES = ("StateService",)
 
 
 class Registrar:
-    def __init__(self, config, thingspace, store):
+    def __init__(self, config, thingspace, store, listener_policy):
         self._config = config
         self._thingspace = thingspace
         self._store = store
+        self._listener_policy = listener_policy
         self._credentials = None
 
     def register(self, session_token, account, service, url, username, password):
         _check_account(account)
         _check_service(service)
         _check_listener_url(url)
+        try:
+            self._listener_policy.check(url)
+        except ListenerRefused as refused:
+            raise RequestInvalid("Url", str(refused)) from None
         gateway_username, gateway_password = self.gateway_credentials()
         self._thingspace.register_callback(
             session_token, account, service, self.receiver_url(account, service), gateway_username, gateway_password

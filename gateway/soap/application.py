@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import get_host
 
 from gateway import ns
-from gateway.exceptions import GatewayError
+from gateway.exceptions import GatewayError, StoreUnavailable
 from gateway.logs import RateLimited, excerpt
 from gateway.metrics import SOAP_REQUESTS
 from gateway.soap.faults import ServerFault, fault_outcome, is_client_fault, to_fault
@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 # A client can send bad requests as fast as it likes; the log must not follow.
 _rejections = RateLimited(log)
 _failures = RateLimited(log)
+
+UNEXPECTED_TEXT = "The gateway failed unexpectedly; the request id below finds the details in its log"
+RESPONSE_FAILED_TEXT = "The operation ran, but the gateway failed writing its answer; the request id finds the details in its log"
 
 
 class GatewayApplication(Application):
@@ -40,28 +43,26 @@ class GatewayApplication(Application):
         self.runtime = runtime
         self.interface.docs.wsdl11.build_interface_document(ADDRESS_PLACEHOLDER)
         self.event_manager.add_listener("method_exception_object", _log_fault)
-        self.event_manager.add_listener("method_return_object", _count_success)
 
     def call_wrapper(self, ctx):
         try:
             return super().call_wrapper(ctx)
+        except StoreUnavailable as error:
+            _failures.warning("%s: %s", _operation(ctx), error)
+            raise to_fault(error) from None
         except GatewayError as error:
             raise to_fault(error) from None
         except Fault:
             raise
         except Exception:
             log.exception("unexpected error in %s", ctx.method_request_string)
-            raise ServerFault("The gateway failed unexpectedly; the request id below finds the details in its log") from None
+            raise ServerFault(UNEXPECTED_TEXT) from None
 
 
 def _operation(ctx):
     # The descriptor's name, never the client's element name: metric labels
     # must stay a small, known set.
     return ctx.descriptor.operation_name if ctx.descriptor is not None else "unknown"
-
-
-def _count_success(ctx):
-    SOAP_REQUESTS.labels(ctx.app.name, _operation(ctx), "ok").inc()
 
 
 def _log_fault(ctx):
@@ -93,6 +94,28 @@ class ServiceEndpoint(WsgiApplication):
         super().__init__(app, max_content_length=max_body_bytes)
         self.path = path
         self._public_url = public_url
+
+    def get_out_string(self, ctx):
+        """Write the answer; counted ``ok`` only once it is written.
+
+        Spyne answers an error while writing a response with a bare "Internal
+        Error" fault, logged to its own (muted) logger, after the operation
+        was already counted a success: here it is logged with the request id,
+        counted as a server fault, and the client gets our server fault.
+        """
+        if ctx.out_error is not None:
+            return super().get_out_string(ctx)
+        operation = _operation(ctx)
+        try:
+            super().get_out_string(ctx)
+        except Exception:
+            log.exception("%s ran, but its answer could not be written", operation)
+            ctx.out_error = ServerFault(RESPONSE_FAILED_TEXT)
+            ctx.out_document = ctx.out_string = None
+            ctx.transport.resp_code = ctx.out_protocol.fault_to_http_response_code(ctx.out_error)
+            SOAP_REQUESTS.labels(self.app.name, operation, "server_fault").inc()
+            return super().get_out_string(ctx)
+        SOAP_REQUESTS.labels(self.app.name, operation, "ok").inc()
 
     def is_wsdl_request(self, req_env):
         return req_env["REQUEST_METHOD"] == "GET" and _document_name(req_env) is not None

@@ -9,7 +9,7 @@ their ``errorCode`` as the faultcode, as the legacy service reported them.
 from spyne import Fault
 
 from gateway import ns
-from gateway.exceptions import RequestInvalid, SessionMissing, UpstreamError, UpstreamUnavailable
+from gateway.exceptions import RequestInvalid, SessionMissing, StoreUnavailable, UpstreamError, UpstreamUnavailable
 
 # ThingSpace's codes for a session that timed out or was logged out: legacy
 # clients react to this exact text by calling LogIn again.
@@ -20,6 +20,7 @@ SESSION_EXPIRED_CODES = frozenset(
     }
 )
 SESSION_EXPIRED_TEXT = "The session has expired."
+STORE_UNAVAILABLE_TEXT = "The gateway cannot reach its store right now; nothing was changed. Try again shortly."
 
 
 class GatewayFault(Fault):
@@ -91,4 +92,7 @@ def to_fault(error):
         return UpstreamFault(error.code, text)
     if isinstance(error, UpstreamUnavailable):
         return ServerFault(str(error))
+    if isinstance(error, StoreUnavailable):
+        # Where the store is and what it said are for the operator's log, not the client.
+        return ServerFault(STORE_UNAVAILABLE_TEXT)
     raise TypeError(f"no fault for {type(error).__name__}")

@@ -17,6 +17,7 @@ import re
 import threading
 from contextlib import contextmanager
 from functools import lru_cache
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -27,7 +28,10 @@ from gateway.store.sql import SqlStore, StoreClosed
 # Per process. A thread asking for one more waits for one to come back, so a
 # burst of requests cannot use up the server's max_connections.
 MAX_CONNECTIONS = 8
-CONNECTION_WAIT_S = 30
+# Both short: while the database is down, a callback is answered 503 within
+# seconds, not after ThingSpace's own timeout.
+CONNECTION_WAIT_S = 5
+CONNECT_TIMEOUT_S = 3
 # The key of the advisory lock under which one instance at a time migrates;
 # any constant will do, so long as every gateway version uses the same one.
 MIGRATION_LOCK_KEY = 0x6D326D677701
@@ -105,15 +109,21 @@ class PostgresStore(SqlStore):
     MIGRATIONS = MIGRATIONS
     # OF o: lock the outbox rows only, not the registrations they join.
     CLAIM_LOCK = "FOR UPDATE OF o SKIP LOCKED"
+    # OperationalError: the server is down, restarting, refusing, or dropped
+    # the connection (psycopg marks that connection broken); TimeoutError: no
+    # connection came free in time.
+    UNAVAILABLE = (psycopg.OperationalError, TimeoutError)
 
     def __init__(self, url):
         self._url = url
+        self.location = f"[store] url ({_without_password(url)})"
         self._idle = []  # the connections no thread is using; the last one back is the first out
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._closed = False
-        where = conninfo_to_dict(url)  # also refuses a malformed URL before any connection attempt
-        self._migrate(f"PostgreSQL database {where.get('dbname', '(default)')} at {where.get('host', 'localhost')}")
+        # Also refuses a malformed URL before any connection attempt.
+        self._connect_options = {} if "connect_timeout" in conninfo_to_dict(url) else {"connect_timeout": CONNECT_TIMEOUT_S}
+        self._migrate()
 
     def close(self):
         with self._lock:
@@ -123,17 +133,17 @@ class PostgresStore(SqlStore):
             db.close()
 
     @contextmanager
-    def _write(self):
+    def _transaction(self):
         with self._connection() as db, db.transaction(), db.cursor() as cursor:
             yield cursor
 
-    def _read(self, sql, parameters=None):
+    def _query(self, sql, parameters=None):
         with self._connection() as db:
             return db.execute(sql, parameters).fetchall()
 
     @contextmanager
     def _migration(self):
-        with self._write() as db:
+        with self._transaction() as db:
             # Held to the end of the transaction: of several instances
             # starting at once, one migrates, the others then find it done.
             db.execute("SELECT pg_advisory_xact_lock(:key)", {"key": MIGRATION_LOCK_KEY})
@@ -185,7 +195,7 @@ class PostgresStore(SqlStore):
                 db.close()
 
     def _give_back(self, db):
-        reusable = not db.closed and db.info.transaction_status == TransactionStatus.IDLE
+        reusable = not db.broken and not db.closed and db.info.transaction_status == TransactionStatus.IDLE
         with self._lock:
             if reusable and not self._closed:
                 self._idle.append(db)
@@ -196,4 +206,16 @@ class PostgresStore(SqlStore):
         # autocommit: a read is one statement on its own, a write opens its
         # transaction explicitly (db.transaction()), and no connection waits
         # idle in a transaction between two calls.
-        return psycopg.connect(self._url, autocommit=True, cursor_factory=_ColonParameterCursor)
+        return psycopg.connect(
+            self._url, autocommit=True, cursor_factory=_ColonParameterCursor, **self._connect_options
+        )
+
+
+def _without_password(url):
+    """``url`` fit for a log line: any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    credentials, _, host = parts.netloc.rpartition("@")
+    username = credentials.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{username}:***@{host}"))

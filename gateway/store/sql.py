@@ -11,7 +11,10 @@ by the caller; the store never reads the clock.
 import json
 import secrets
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 
+from gateway.exceptions import StoreUnavailable
+from gateway.metrics import STORE_ERRORS
 from gateway.store.records import CLAIMED, DEAD, DELIVERED, PENDING, Delivery, OutboxEntry, Registration
 
 LAST_ERROR_MAX_CHARS = 500
@@ -43,10 +46,19 @@ class SqlStore(ABC):
     # Ends claim_due's SELECT: how the backend keeps the rows it picks from
     # other claimers until they are marked claimed.
     CLAIM_LOCK = ""
+    # The driver's errors that mean "not now" (server down, file locked, disk
+    # full, no connection free) rather than a bug: callers get StoreUnavailable.
+    UNAVAILABLE = ()
+    # Names the store in errors, for the operator: the setting, never a password.
+    location = "the store"
 
     @abstractmethod
     def close(self):
         """Close every connection of this store, for shutdown once its threads are done with it."""
+
+    def health(self):
+        """Raise StoreUnavailable, saying why, unless the store answers now. Writes nothing."""
+        self._read("SELECT 1")
 
     # -- gateway callback credentials -----------------------------------------
 
@@ -176,6 +188,14 @@ class SqlStore(ABC):
             )
         return [Delivery(*row) for row in rows]
 
+    def renew_claims(self, worker, ids, until):
+        """Extend to ``until`` the leases ``worker`` holds on the entries ``ids``."""
+        with self._write() as db:
+            db.executemany(
+                f"UPDATE outbox SET claimed_until = :until WHERE id = :id AND state = '{CLAIMED}' AND claimed_by = :worker",
+                [{"worker": worker, "until": until, "id": id} for id in ids],
+            )
+
     def mark_delivered(self, id, worker, now):
         """False if ``worker`` no longer holds the entry (its lease ran out and another took it)."""
         return self._settle(id, worker, f"state = '{DELIVERED}', delivered_at = :now", {"now": now})
@@ -262,7 +282,7 @@ class SqlStore(ABC):
     # -- what a backend provides ------------------------------------------------
 
     @abstractmethod
-    def _write(self):
+    def _transaction(self):
         """A context manager: a transaction, committed on exit (rolled back on an exception).
 
         It yields an object with DB-API ``execute`` and ``executemany`` that
@@ -272,12 +292,12 @@ class SqlStore(ABC):
         """
 
     @abstractmethod
-    def _read(self, sql, parameters=None):
+    def _query(self, sql, parameters=None):
         """All the rows of one query, run on its own."""
 
     @abstractmethod
     def _migration(self):
-        """A context manager like ``_write`` that makes the processes opening a new store migrate it one at a time."""
+        """A context manager like ``_transaction`` that makes the processes opening a new store migrate it one at a time."""
 
     @abstractmethod
     def _schema_version(self, db):
@@ -289,13 +309,31 @@ class SqlStore(ABC):
 
     # -- internals ---------------------------------------------------------------
 
-    def _migrate(self, location):
-        """Bring the schema to this gateway's version; ``location`` names the database in an error."""
+    @contextmanager
+    def _write(self):
+        with self._unavailable_on_error(), self._transaction() as db:
+            yield db
+
+    def _read(self, sql, parameters=None):
+        with self._unavailable_on_error():
+            return self._query(sql, parameters)
+
+    @contextmanager
+    def _unavailable_on_error(self):
+        try:
+            yield
+        except self.UNAVAILABLE as error:
+            STORE_ERRORS.inc()
+            problem = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StoreUnavailable(f"{self.location} is unavailable: {problem}") from error
+
+    def _migrate(self):
+        """Bring the schema to this gateway's version."""
         latest = len(self.MIGRATIONS)
-        with self._migration() as db:
+        with self._unavailable_on_error(), self._migration() as db:
             version = self._schema_version(db)
             if version > latest:
-                raise RuntimeError(f"{location} has schema version {version}, newer than this gateway's {latest}")
+                raise RuntimeError(f"{self.location} has schema version {version}, newer than this gateway's {latest}")
             for step in self.MIGRATIONS[version:]:
                 for statement in step:
                     db.execute(statement)

@@ -9,15 +9,23 @@ queue on the busy timeout instead of failing halfway through a
 read-then-write. That lock is also what keeps two claimers off the same entry.
 """
 
+import os
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from gateway.exceptions import StoreUnavailable
 from gateway.store.sql import SqlStore, StoreClosed
 
-BUSY_TIMEOUT_S = 10
+# How long a write waits for another process's write lock before the store
+# is called unavailable: a few seconds, so that ThingSpace hears 503 and sends
+# again rather than waiting out its own timeout.
+BUSY_TIMEOUT_S = 5
+# Less free space than this on the file's disk and /readyz says the store is
+# full: a write may fail at any moment (SQLite itself answers SQLITE_FULL).
+MIN_FREE_BYTES = 1 << 20
 
 # MIGRATIONS[n] takes the schema from version n to n + 1 (PRAGMA user_version).
 # Append to it; never edit a step that has shipped.
@@ -62,7 +70,7 @@ MIGRATIONS = (
 )
 
 
-def _switch_to_wal(db):
+def _switch_to_wal(db, busy_timeout_s):
     """Put the file in WAL mode (persistent in the file; a no-op once done).
 
     Not a migration step: it cannot run inside a transaction. And on a new
@@ -71,7 +79,7 @@ def _switch_to_wal(db):
     lock that wants to become a write lock, which SQLite never lets wait, to
     avoid deadlocks), so the waiting is done here.
     """
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    deadline = time.monotonic() + busy_timeout_s
     while True:
         try:
             db.execute("PRAGMA journal_mode = WAL")
@@ -86,16 +94,21 @@ class SqliteStore(SqlStore):
     """The store in one file; each thread of the process gets its own connection."""
 
     MIGRATIONS = MIGRATIONS
+    # Locked past the busy timeout, disk full, an I/O error, a file that cannot be opened.
+    UNAVAILABLE = (sqlite3.OperationalError,)
 
-    def __init__(self, path):
+    def __init__(self, path, busy_timeout_s=BUSY_TIMEOUT_S):
         self._path = Path(path)
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self.location = f"[store] path ({self._path})"
+        self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections = {}
         self._closed = False
-        _switch_to_wal(self._connection())
-        self._migrate(self._path)
+        with self._unavailable_on_error():
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            _switch_to_wal(self._connection(), busy_timeout_s)
+        self._migrate()
 
     def close(self):
         with self._lock:
@@ -104,23 +117,32 @@ class SqliteStore(SqlStore):
                 db.close()
             self._connections.clear()
 
+    def health(self):
+        super().health()
+        free = _free_bytes(self._path.parent)
+        if free < MIN_FREE_BYTES:
+            raise StoreUnavailable(f"{self.location} is unavailable: its disk is full ({free} bytes free)")
+
     @contextmanager
-    def _write(self):
+    def _transaction(self):
         db = self._connection()
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
             db.commit()
         except BaseException:
-            db.rollback()
+            try:
+                db.rollback()
+            except sqlite3.Error:  # no knowing what state it is in: never hand it out again
+                self._drop_connection()
             raise
 
-    def _read(self, sql, parameters=None):
+    def _query(self, sql, parameters=None):
         return self._connection().execute(sql, parameters or ()).fetchall()
 
     # Under the write lock, so that of several processes opening a new file
     # at once exactly one creates the schema and the others see it.
-    _migration = _write
+    _migration = _transaction
 
     def _schema_version(self, db):
         return db.execute("PRAGMA user_version").fetchone()[0]
@@ -136,6 +158,13 @@ class SqliteStore(SqlStore):
             db = self._local.db = self._connect()
         return db
 
+    def _drop_connection(self):
+        with self._lock:
+            db = self._connections.pop(threading.current_thread(), None)
+        self._local.db = None
+        if db is not None:
+            db.close()
+
     def _connect(self):
         with self._lock:
             if self._closed:
@@ -147,9 +176,14 @@ class SqliteStore(SqlStore):
             # isolation_level=None: no implicit transactions, ours are explicit.
             # check_same_thread=False: only so that close() and the sweep
             # above can close another thread's connection.
-            db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self._path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
             # Per connection, not stored in the file. FULL: an acknowledged
             # callback must survive a power loss, not just a crash.
             db.execute("PRAGMA synchronous = FULL")
             self._connections[threading.current_thread()] = db
             return db
+
+
+def _free_bytes(directory):
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize
