@@ -31,7 +31,9 @@ class Runtime:
     def __init__(self, config):
         self.config = config
         self.thingspace = ThingSpace(config.upstream)
-        self.store = open_store(config.store)
+        # Lazy: the server opened and migrated it before starting this worker,
+        # which must come up (and answer 503) even while the store is down.
+        self.store = open_store(config.store, lazy=True)
         self.listener_policy = ListenerPolicy.from_config(config)
         self.registrar = Registrar(config, self.thingspace, self.store, self.listener_policy)
 

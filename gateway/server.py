@@ -61,7 +61,7 @@ class GatewayServer(BaseApplication):
 
 
 def _close_gateway(server, worker):
-    if worker.wsgi is not None:  # None when loading the app failed
+    if getattr(worker, "wsgi", None) is not None:  # none when loading the app failed
         # Lets the delivery worker finish the callback it is sending.
         worker.wsgi.close(timeout=server.cfg.graceful_timeout)
 

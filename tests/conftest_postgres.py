@@ -59,6 +59,10 @@ class PostgresServer:
         self._run(
             "initdb", "-D", self._data, "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"
         )
+        return self.launch()
+
+    def launch(self):
+        """Start the server on its cluster and port (again, after ``shut_down``)."""
         with open(self._log_path, "ab") as log:
             self._process = subprocess.Popen(
                 [
@@ -78,7 +82,12 @@ class PostgresServer:
         return self
 
     def stop(self):
-        """Fast shutdown (SIGINT) by PID, SIGKILL if it does not come; then the directory goes."""
+        """Shut down; then the directory goes."""
+        self.shut_down()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+    def shut_down(self):
+        """Fast shutdown (SIGINT) by PID, SIGKILL if it does not come; the cluster stays for ``launch``."""
         if self._process and self._process.poll() is None:
             self._process.send_signal(signal.SIGINT)
             try:
@@ -86,7 +95,6 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-        shutil.rmtree(self._directory, ignore_errors=True)
 
     def url(self, database="postgres"):
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"

@@ -6,6 +6,7 @@ import time
 import pytest
 import requests
 import zeep
+from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import envelopes
@@ -123,3 +124,46 @@ def test_retries_dead_letters_and_the_waiting_outbox_are_counted(two_workers, up
     assert value(samples, "m2mgw_callbacks_dead_total") == 1
     assert value(samples, "m2mgw_outbox_callbacks", state="dead") == 1
     assert len(listener.all()) == 2
+
+
+@pytest.fixture
+def gateway_alone(tmp_path, upstream):
+    process = Gateway(tmp_path, upstream.url).start()
+    yield process
+    process.stop()
+
+
+def test_an_answer_that_cannot_be_written_is_a_logged_and_counted_server_fault(gateway_alone):
+    from gateway.soap.application import RESPONSE_FAILED_TEXT
+    from gateway.store import SqliteStore
+
+    gateway, account = gateway_alone, ACCOUNT
+    store = SqliteStore(gateway.env["M2MGW_STORE_PATH"])
+    # A value no XML document can carry (kept by an older version, or written by hand).
+    store.put_registration(account, "StateService", "http://127.0.0.1:9/listener", "user\x01name", "")
+    store.close()
+    before = scrape(gateway)
+    token = zeep.Client(gateway.service_url("SessionService") + "?wsdl").service.LogIn(
+        Input={"Username": "demo", "Password": "demo-password"}
+    )
+    client = zeep.Client(gateway.service_url("CallbackRegistrationService") + "?wsdl")
+    message = client.create_message(
+        client.service, "GetCallbackRegistrations", Input={"AccountName": account}, _soapheaders={"token": token}
+    )
+    answer = requests.post(
+        gateway.service_url("CallbackRegistrationService"),
+        data=etree.tostring(message),
+        headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
+        timeout=10,
+    )
+    after = scrape(gateway)
+
+    assert answer.status_code == 500
+    assert "<faultcode>s:Server</faultcode>" in answer.text and RESPONSE_FAILED_TEXT in answer.text
+    labels = {"service": "CallbackRegistrationService", "operation": "GetCallbackRegistrations"}
+    total = "m2mgw_soap_requests_total"
+    assert value(after, total, **labels, outcome="server_fault") - value(before, total, **labels, outcome="server_fault") == 1
+    assert value(after, total, **labels, outcome="ok") == value(before, total, **labels, outcome="ok")
+    request_id = answer.headers["X-Request-Id"]
+    logged = [line for line in gateway.log().splitlines() if f"[{request_id}]" in line]
+    assert any("GetCallbackRegistrations ran, but its answer could not be written" in line for line in logged), logged

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import requests
 
 from gateway import outbound
-from gateway.exceptions import DeliveryStalled, ListenerRefused, StoreUnavailable
+from gateway.exceptions import DeliveryStalled, GatewayError, ListenerRefused, StoreUnavailable
 from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED, DELIVERY_PASS_COMPLETED
 from gateway.supervise import supervised_thread
 from gateway.translate import callback
@@ -80,8 +80,10 @@ class DeliveryWorker:
         # Outcomes the store could not record yet, oldest first: recorded before anything is claimed.
         self._unrecorded = collections.deque()
         self._recording = threading.Lock()
-        # The entries this worker is sending or has yet to record: the ones whose leases it renews.
-        self._held = set()
+        # The entries this worker is sending or has yet to record, and since when: the leases it renews.
+        self._held = {}
+        # A sender that hangs must not hold its claims for ever: past this, they lapse.
+        self._max_hold_s = settings.timeout_s * (BATCH + 1) + LEASE_S
         self._held_lock = threading.Lock()
         self._renewed_at = 0.0
         self._pass_completed_at = time.time()
@@ -123,7 +125,7 @@ class DeliveryWorker:
         self._housekeeping(now)
         deliveries = self._store.claim_due(self._id, now, LEASE_S, BATCH)
         claimed = {delivery.id for delivery in deliveries}
-        self._hold(claimed)
+        self._hold(claimed, now)
         try:
             for delivery in deliveries:
                 # Unrenewed past half the lease, another worker may soon own the entry: never send it then.
@@ -142,19 +144,20 @@ class DeliveryWorker:
     def _renew_claims(self):
         started = time.time()
         with self._held_lock:
-            held = list(self._held)
+            held = [id for id, since in self._held.items() if started - since < self._max_hold_s]
         if held:
             self._store.renew_claims(self._id, held, started + LEASE_S)
             self._renewed_at = started
         self._stopping.wait(RENEW_EVERY_S)
 
-    def _hold(self, ids):
+    def _hold(self, ids, since):
         with self._held_lock:
-            self._held |= ids
+            self._held.update(dict.fromkeys(ids, since))
 
     def _release(self, ids):
         with self._held_lock:
-            self._held -= ids
+            for id in ids:
+                self._held.pop(id, None)
 
     def _housekeeping(self, now):
         """Dead-letter what waited too long for a listener; forget what is older than the retention."""
@@ -195,8 +198,10 @@ class DeliveryWorker:
         except ListenerRefused as error:
             problem = f"listener URL refused: {error}"
         except Exception as error:  # noqa: BLE001 - a poison entry fails alone, never its batch
-            log.exception("callback %d requestId=%s: no envelope could be built", delivery.id, delivery.request_id)
             problem = f"no envelope could be built: {type(error).__name__}: {error}"
+            # The attempt's line says what; a traceback only where the gateway itself failed.
+            if not isinstance(error, GatewayError):
+                log.exception("callback %d requestId=%s: no envelope could be built", delivery.id, delivery.request_id)
         else:
             problem = self._post(delivery.url, envelope)
         self._record(Outcome(delivery, attempt, time.time(), problem))

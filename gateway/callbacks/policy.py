@@ -55,10 +55,10 @@ class ListenerPolicy:
         if port == self._own_port and (address in self._own_addresses or (self._own_any and _is_local(address))):
             raise ListenerRefused(host, f"resolves to {address} port {port}, this gateway's own listening address")
         listed = any(address in network for network in self._networks)
-        if self._restricted and not listed and host not in self._names:
-            raise ListenerRefused(host, f"resolves to {address}, which [callbacks] allowed_listeners does not allow")
         if not listed and any(address in network for network in LINK_LOCAL):
             raise ListenerRefused(host, f"resolves to {address}: link-local addresses (cloud metadata) are refused")
+        if self._restricted and not listed and host not in self._names:
+            raise ListenerRefused(host, f"resolves to {address}, which [callbacks] allowed_listeners does not allow")
 
 
 def _origin(url):

@@ -30,6 +30,8 @@ class Registrar:
             self._listener_policy.check(url)
         except ListenerRefused as refused:
             raise RequestInvalid("Url", str(refused)) from None
+        # Before ThingSpace hears of it: a store that is down refuses the whole registration.
+        self._store.health()
         gateway_username, gateway_password = self.gateway_credentials()
         self._thingspace.register_callback(
             session_token, account, service, self.receiver_url(account, service), gateway_username, gateway_password
@@ -39,14 +41,16 @@ class Registrar:
     def unregister(self, session_token, account, service):
         _check_account(account)
         _check_service(service)
+        self._store.health()
         self._thingspace.unregister_callback(session_token, account, service)
         self._store.delete_registration(account, service)
 
     def registrations(self, session_token, account):
         _check_account(account)
+        registrations = self._store.registrations(account)
         # Asking ThingSpace proves the session may see this account.
         self._thingspace.callbacks(session_token, account)
-        return self._store.registrations(account)
+        return registrations
 
     def gateway_credentials(self):
         """What ThingSpace must echo in every callback: configured, or generated once."""

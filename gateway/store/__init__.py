@@ -12,8 +12,11 @@ from gateway.store.sqlite import SqliteStore
 __all__ = ["Delivery", "OutboxEntry", "PostgresStore", "Registration", "SqliteStore", "StoreClosed", "open_store"]
 
 
-def open_store(settings):
-    """The store a ``config.Store`` names: PostgreSQL at ``url`` if set, else the SQLite file at ``path``."""
+def open_store(settings, lazy=False):
+    """The store a ``config.Store`` names: PostgreSQL at ``url`` if set, else the SQLite file at ``path``.
+
+    Reached and migrated now, or (``lazy``) on first use.
+    """
     if settings.url:
-        return PostgresStore(settings.url)
-    return SqliteStore(settings.path)
+        return PostgresStore(settings.url, lazy=lazy)
+    return SqliteStore(settings.path, lazy=lazy)

@@ -114,7 +114,7 @@ class PostgresStore(SqlStore):
     # connection came free in time.
     UNAVAILABLE = (psycopg.OperationalError, TimeoutError)
 
-    def __init__(self, url):
+    def __init__(self, url, lazy=False):
         self._url = url
         self.location = f"[store] url ({_without_password(url)})"
         self._idle = []  # the connections no thread is using; the last one back is the first out
@@ -123,7 +123,9 @@ class PostgresStore(SqlStore):
         self._closed = False
         # Also refuses a malformed URL before any connection attempt.
         self._connect_options = {} if "connect_timeout" in conninfo_to_dict(url) else {"connect_timeout": CONNECT_TIMEOUT_S}
-        self._migrate()
+        super().__init__(lazy)
+
+    _prepare = SqlStore._migrate
 
     def close(self):
         with self._lock:

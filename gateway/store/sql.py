@@ -10,6 +10,7 @@ by the caller; the store never reads the clock.
 
 import json
 import secrets
+import threading
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 
@@ -51,6 +52,18 @@ class SqlStore(ABC):
     UNAVAILABLE = ()
     # Names the store in errors, for the operator: the setting, never a password.
     location = "the store"
+
+    def __init__(self, lazy=False):
+        """Reach the database and migrate it now, or (``lazy``) on first use.
+
+        Lazy is for gateway workers: the server opened the store before it
+        started them, and a worker started during an outage must come up and
+        answer 503 rather than fail to boot.
+        """
+        self._prepared = False
+        self._preparing = threading.Lock()
+        if not lazy:
+            self._ensure_prepared()
 
     @abstractmethod
     def close(self):
@@ -296,6 +309,10 @@ class SqlStore(ABC):
         """All the rows of one query, run on its own."""
 
     @abstractmethod
+    def _prepare(self):
+        """Make the database ready for this gateway (its schema migrated); raises StoreUnavailable."""
+
+    @abstractmethod
     def _migration(self):
         """A context manager like ``_transaction`` that makes the processes opening a new store migrate it one at a time."""
 
@@ -311,12 +328,22 @@ class SqlStore(ABC):
 
     @contextmanager
     def _write(self):
+        self._ensure_prepared()
         with self._unavailable_on_error(), self._transaction() as db:
             yield db
 
     def _read(self, sql, parameters=None):
+        self._ensure_prepared()
         with self._unavailable_on_error():
             return self._query(sql, parameters)
+
+    def _ensure_prepared(self):
+        if self._prepared:
+            return
+        with self._preparing:
+            if not self._prepared:
+                self._prepare()
+                self._prepared = True
 
     @contextmanager
     def _unavailable_on_error(self):

@@ -97,7 +97,7 @@ class SqliteStore(SqlStore):
     # Locked past the busy timeout, disk full, an I/O error, a file that cannot be opened.
     UNAVAILABLE = (sqlite3.OperationalError,)
 
-    def __init__(self, path, busy_timeout_s=BUSY_TIMEOUT_S):
+    def __init__(self, path, busy_timeout_s=BUSY_TIMEOUT_S, lazy=False):
         self._path = Path(path)
         self.location = f"[store] path ({self._path})"
         self._busy_timeout_s = busy_timeout_s
@@ -105,9 +105,12 @@ class SqliteStore(SqlStore):
         self._lock = threading.Lock()
         self._connections = {}
         self._closed = False
+        super().__init__(lazy)
+
+    def _prepare(self):
         with self._unavailable_on_error():
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            _switch_to_wal(self._connection(), busy_timeout_s)
+            _switch_to_wal(self._connection(), self._busy_timeout_s)
         self._migrate()
 
     def close(self):

@@ -1,0 +1,211 @@
+"""The delivery worker when what it stands on fails: in process, a real SQLite file, a real listener.
+
+The store's faults here are real: another connection holds the file's write
+lock (SQLite answers "database is locked" past the busy timeout), or the
+store's rows hold what no envelope can be made of.
+"""
+
+import json
+import logging
+import sqlite3
+import time
+
+import pytest
+
+from gateway import cli, config
+from gateway.callbacks.delivery import LEASE_S, DeliveryWorker, Outcome
+from gateway.callbacks.policy import ListenerPolicy
+from gateway.exceptions import DeliveryStalled
+from gateway.metrics import CALLBACKS_DELIVERED, WORKER_RESTARTS
+from gateway.store import SqliteStore
+from tests.conftest import Listener
+from tests.test_callbacks import ACCOUNT, rest_callback
+
+SERVICE = "StateService"
+
+
+@pytest.fixture
+def listener():
+    server = Listener()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return tmp_path / "store.sqlite3"
+
+
+@pytest.fixture
+def store(store_path):
+    # A short busy timeout: a locked file fails a write in 0.2 s, not 5.
+    store = SqliteStore(store_path, busy_timeout_s=0.2)
+    yield store
+    store.close()
+
+
+def settings(**callbacks):
+    environ = {
+        "M2MGW_CALLBACKS_BACKOFF_S": "0.05",
+        "M2MGW_CALLBACKS_TIMEOUT_S": "2",
+        **{f"M2MGW_CALLBACKS_{key.upper()}": str(value) for key, value in callbacks.items()},
+    }
+    return config.load(environ=environ)
+
+
+def running_worker(store, settings):
+    return DeliveryWorker(store, settings.callbacks, settings.store.retain_s, ListenerPolicy.from_config(settings)).start()
+
+
+def add(store, request_id, imei="990000862471854"):
+    body = rest_callback(request_id, imei)
+    event = {key: value for key, value in body.items() if key not in ("username", "password")}
+    assert store.add_callback(f"key-{request_id}", ACCOUNT, SERVICE, request_id, json.dumps(event), time.time())
+
+
+def delivered_request_ids(listener):
+    return [body.split(b"<RequestId>")[1].split(b"</RequestId>")[0].decode() for body in listener.acknowledged()]
+
+
+def wait_until(condition, timeout_s=10, what="the condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{what} did not happen within {timeout_s} s")
+
+
+class WriteLock:
+    """Another process's long write transaction on the store's file: every write of the store fails meanwhile."""
+
+    def __init__(self, path):
+        self._db = sqlite3.connect(path, isolation_level=None)
+
+    def __enter__(self):
+        self._db.execute("BEGIN EXCLUSIVE")
+        return self
+
+    def __exit__(self, *exc):
+        self._db.execute("ROLLBACK")
+        self._db.close()
+
+
+def restarts(loop):
+    return WORKER_RESTARTS.labels(loop)._value.get()
+
+
+def test_every_thread_outlives_a_failing_store_and_nothing_acknowledged_is_sent_twice(
+    store, store_path, listener, caplog
+):
+    caplog.set_level(logging.INFO)
+    store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
+    listener.delay_s = 1.5  # the first delivery is in flight when the store fails
+    deliveries_before, sender_restarts, renewal_restarts = (
+        CALLBACKS_DELIVERED._value.get(), restarts("callback-delivery"), restarts("claim-renewal")
+    )
+    worker = running_worker(store, settings())
+    try:
+        add(store, "r-before")
+        wait_until(lambda: store.counts()["claimed"] == 1, what="the claim")
+        with WriteLock(store_path):
+            # The renewal of the claim in flight fails, the sender's record of its
+            # acknowledgement fails, every claim of the idle senders fails.
+            wait_until(lambda: listener.acknowledged(), what="the acknowledgement")
+            wait_until(
+                lambda: restarts("claim-renewal") > renewal_restarts and restarts("callback-delivery") > sender_restarts + 3,
+                what="failures of both loops",
+            )
+            assert store.counts()["claimed"] == 1  # nothing could record it: still claimed
+        listener.delay_s = 0
+        add(store, "r-after")
+        wait_until(lambda: store.counts()["delivered"] == 2, what="both delivered after the lock")
+        assert all(thread.is_alive() for thread in worker._threads)
+        time.sleep(LEASE_S / 10)  # a resend of r-before would show up here
+    finally:
+        worker.stop(timeout=5)
+    # Acknowledged during the outage: recorded when the store came back, never sent again.
+    assert delivered_request_ids(listener) == ["r-before", "r-after"]
+    assert CALLBACKS_DELIVERED._value.get() - deliveries_before == 2
+    failures = [r.getMessage() for r in caplog.records if "retrying with back-off" in r.getMessage()]
+    recoveries = [r.getMessage() for r in caplog.records if "recovered after" in r.getMessage()]
+    # Once per outage and thread, not once per try (the senders failed dozens of times).
+    assert 2 <= len(failures) <= 5 and all("database is locked" in line for line in failures), failures
+    assert len(recoveries) == len(failures), (failures, recoveries)
+
+
+def test_a_poison_entry_fails_alone_and_is_dead_lettered_with_its_reason(
+    store, store_path, listener, monkeypatch, capsys
+):
+    store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
+    add(store, "r-good-1")
+    # Stored by a receiver that checked it; its body is no longer a callback (a bad
+    # migration, a hand edit): no envelope can be built from it.
+    assert store.add_callback("key-poison", ACCOUNT, SERVICE, "r-poison", '{"requestId": "r-poison"}', time.time())
+    # And one whose request memory is garbage: the store lookup for it fails.
+    add(store, "r-bad-memory", imei="990000862471855")
+    with sqlite3.connect(store_path) as db:
+        db.execute("INSERT INTO requests VALUES ('r-bad-memory', '{not json', ?)", (time.time(),))
+    add(store, "r-good-2", imei="990000862471856")
+
+    worker = running_worker(store, settings(max_attempts=3))
+    try:
+        wait_until(lambda: store.counts()["dead"] == 2, what="both poison entries dead")
+    finally:
+        worker.stop(timeout=5)
+
+    assert sorted(delivered_request_ids(listener)) == ["r-good-1", "r-good-2"]
+    dead = {entry.request_id: entry for entry in store.outbox("dead")}
+    assert {request_id: entry.attempts for request_id, entry in dead.items()} == {"r-poison": 3, "r-bad-memory": 3}
+    assert dead["r-poison"].last_error.startswith("no envelope could be built: RequestInvalid: deviceIds")
+    assert dead["r-bad-memory"].last_error.startswith("no envelope could be built: JSONDecodeError")
+    monkeypatch.setenv("M2MGW_STORE_PATH", str(store_path))
+    assert cli.main(["callbacks", "dead"]) == 0
+    listed = capsys.readouterr().out
+    assert "r-poison" in listed and "no envelope could be built" in listed
+
+
+def test_a_delivery_whose_claim_another_worker_took_is_not_counted_as_delivered(store, listener, caplog):
+    caplog.set_level(logging.INFO)
+    store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
+    add(store, "r-taken")
+    worker = DeliveryWorker(store, settings().callbacks, 100, ListenerPolicy())  # not started: driven by hand
+    now = time.time()
+    (mine,) = store.claim_due(worker._id, now=now, lease_s=LEASE_S, limit=1)
+    # Its lease ran out (a long pause of this process): another worker took it over.
+    (theirs,) = store.claim_due("another-worker", now=now + LEASE_S + 1, lease_s=LEASE_S, limit=1)
+    assert theirs.id == mine.id
+    delivered_before = CALLBACKS_DELIVERED._value.get()
+
+    worker._record(Outcome(mine, 1, time.time(), None))
+
+    assert CALLBACKS_DELIVERED._value.get() == delivered_before
+    assert store.counts()["claimed"] == 1  # still theirs to settle
+    lines = [record.getMessage() for record in caplog.records]
+    assert any("another worker took the entry over" in line for line in lines)
+    assert not any("delivered" in line and "r-taken" in line for line in lines)
+
+
+def test_delivery_progress_stalls_while_every_sender_is_stuck_and_recovers(store, listener):
+    store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
+    listener.delay_s = 1.0
+    worker = running_worker(store, settings(delivery_stall_s=0.5, timeout_s=5))
+    try:
+        worker.check_progress()  # a fresh worker is not stalled
+        for n in range(40):
+            add(store, f"r-{n}", imei=f"9900008624{n:05d}")
+            worker.wake()
+
+        def stalled():
+            try:
+                worker.check_progress()
+            except DeliveryStalled:
+                return True
+            return False
+
+        wait_until(stalled, what="a stall")
+        listener.delay_s = 0
+        wait_until(lambda: not stalled(), timeout_s=15, what="recovery")
+        wait_until(lambda: store.counts()["delivered"] == 40, timeout_s=15, what="every delivery")
+    finally:
+        worker.stop(timeout=5)
