@@ -1,13 +1,36 @@
-# Spyne 2.14 needs Python 3.11 exactly (see README).
-PYTHON ?= python3.11
+# The Pythons m2m-gateway runs on (README). The first of PYTHON_CANDIDATES that
+# is one of them, each tried by running it: a pyenv shim exists for every version
+# pyenv has, and fails for one it does not provide. `make PYTHON=...` chooses.
+SUPPORTED_PYTHONS := 3.11 3.12 3.13
+PYTHON_CANDIDATES := python3 python3.13 python3.12 python3.11
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in $(PYTHON_CANDIDATES); do \
+	case " $(SUPPORTED_PYTHONS) " in \
+	(*" $$($$p -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) "*) echo $$p; break;; esac; done)
+NO_PYTHON := none of $(PYTHON_CANDIDATES) on PATH is one
+else
+NO_PYTHON = PYTHON=$(PYTHON) $(if $(PYTHON_ID),is Python $(firstword $(PYTHON_ID)),does not run)
+endif
+# Its version and real path, e.g. "3.13 /usr/bin/python3.13"; empty when it does not run.
+PYTHON_ID := $(if $(PYTHON),$(shell $(PYTHON) -c 'import os, sys; print("%d.%d" % sys.version_info[:2], os.path.realpath(sys.executable))' 2>/dev/null))
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+VENV_PYTHON_ID := $(VENV)/.python
 
-.PHONY: run test wsdl clean
+.PHONY: run test wsdl clean FORCE
 
-$(STAMP): setup.cfg pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# PYTHON_ID of the interpreter .venv was built with: when it is not the one
+# chosen now, .venv is built anew with the one chosen now.
+$(VENV_PYTHON_ID): FORCE
+	$(if $(filter $(SUPPORTED_PYTHONS),$(firstword $(PYTHON_ID))),,$(error m2m-gateway needs Python 3.11, 3.12 or 3.13: $(NO_PYTHON); install one, or choose one with make PYTHON=/path/to/python3.13))
+	@if [ "$$(cat $@ 2>/dev/null)" != "$(PYTHON_ID)" ]; then \
+		echo "$(VENV): Python $(PYTHON_ID)"; \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && echo "$(PYTHON_ID)" > $@; \
+	fi
+FORCE:
+
+$(STAMP): $(VENV_PYTHON_ID) setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@

@@ -414,7 +414,7 @@ def print_profile(profiler, requests, title, top=10, focus=None):
 
 
 def _short_path(path):
-    for marker in ("site-packages/", str(ROOT) + "/", "lib/python3.11/"):
+    for marker in ("site-packages/", str(ROOT) + "/", f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/"):
         if marker in path:
             return path.split(marker, 1)[1]
     return path
