@@ -13,6 +13,7 @@ from gateway import ns
 from gateway.exceptions import GatewayError
 from gateway.logs import RateLimited, excerpt
 from gateway.metrics import SOAP_REQUESTS
+from gateway.soap import basic_http
 from gateway.soap.faults import ServerFault, fault_outcome, is_client_fault, to_fault
 from gateway.soap.protocol import WcfSoap11
 from gateway.soap.services import SERVICES
@@ -87,12 +88,19 @@ def _document_name(environ):
 
 
 class ServiceEndpoint(WsgiApplication):
-    """A ``.svc`` URL: SOAP on POST, the WSDL on ``GET ?wsdl`` / ``?singleWsdl`` / ``?xsd=xsdN``."""
+    """A ``.svc`` URL: SOAP on POST, the WSDL on ``GET ?wsdl`` / ``?singleWsdl`` / ``?xsd=xsdN``;
+    any other method or content type refused as WCF refused it (basic_http)."""
 
     def __init__(self, app, path, max_body_bytes, public_url=None):
         super().__init__(app, max_content_length=max_body_bytes)
         self.path = path
         self._public_url = public_url
+
+    def __call__(self, req_env, start_response, wsgi_url=None):
+        refused = basic_http.refusal(req_env, _document_name(req_env) is not None)
+        if refused is not None:
+            return refused(req_env, start_response)
+        return super().__call__(req_env, start_response, wsgi_url)
 
     def is_wsdl_request(self, req_env):
         return req_env["REQUEST_METHOD"] == "GET" and _document_name(req_env) is not None
