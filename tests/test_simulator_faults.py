@@ -186,10 +186,17 @@ REFUSALS = [
     pytest.param("non-json", 200, "text/plain", "OK", id="non-json"),
     pytest.param(
         "expired-session",
-        400,
+        401,
         ERROR_JSON,
         {"errorCode": FAILED + "SessionToken.Expired", "errorMessage": "SessionToken Expired"},
         id="expired-session",
+    ),
+    pytest.param(
+        "invalid-session",
+        401,
+        ERROR_JSON,
+        {"errorCode": FAILED + "SessionToken.Invalid", "errorMessage": "SessionToken Invalid"},
+        id="invalid-session",
     ),
     pytest.param(
         "expired-bearer",
@@ -197,6 +204,13 @@ REFUSALS = [
         ERROR_JSON,
         {"errorCode": FAILED + "AccessToken.Expired", "errorMessage": "Access token expired or invalid"},
         id="expired-bearer",
+    ),
+    pytest.param(
+        "invalid-bearer",
+        401,
+        ERROR_JSON,
+        {"errorCode": FAILED + "AccessToken.Invalid", "errorMessage": "Access token invalid"},
+        id="invalid-bearer",
     ),
 ]
 

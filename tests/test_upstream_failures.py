@@ -5,6 +5,7 @@ import socket
 import pytest
 import requests
 from lxml import etree
+from werkzeug.test import Client
 
 from gateway import ns
 from tests import envelopes
@@ -28,13 +29,27 @@ def inject(simulator, path, fault, times=1, delay_s=None):
     requests.post(simulator.url + "/_simulator/faults", json=body, timeout=5).raise_for_status()
 
 
+class InProcess:
+    """The gateway's WSGI application through werkzeug's test client, called as ``call`` calls a process."""
+
+    def __init__(self, app):
+        self._client = Client(app)
+
+    def post(self, service, body):
+        answer = self._client.post(f"/api/v2/{service}.svc", data=body, content_type="text/xml")
+        return answer.status_code, answer.data
+
+
 def call(gateway, service, body):
-    answer = requests.post(gateway.service_url(service), data=body, headers={"Content-Type": "text/xml"}, timeout=30)
-    root = etree.fromstring(answer.content)
-    fault = root.find(f"{{{ns.SOAP_ENV}}}Body/{{{ns.SOAP_ENV}}}Fault")
+    if isinstance(gateway, InProcess):
+        status, content = gateway.post(service, body)
+    else:
+        answer = requests.post(gateway.service_url(service), data=body, headers={"Content-Type": "text/xml"}, timeout=30)
+        status, content = answer.status_code, answer.content
+    fault = etree.fromstring(content).find(f"{{{ns.SOAP_ENV}}}Body/{{{ns.SOAP_ENV}}}Fault")
     if fault is None:
-        return answer.status_code, None, answer.text
-    return answer.status_code, fault.findtext("faultcode"), fault.findtext("faultstring")
+        return status, None, content.decode()
+    return status, fault.findtext("faultcode"), fault.findtext("faultstring")
 
 
 def log_in(gateway):
@@ -59,7 +74,6 @@ def go_to_state(gateway, token):
         ("status-500", "UnifiedWebService.REQUEST_FAILED.UnexpectedError", "Unexpected error"),
         ("status-502-html", "s:Server", "ThingSpace answered HTTP 502 without its error document"),
         ("non-json", "s:Server", "ThingSpace answered HTTP 200 with a body that is not JSON"),
-        ("expired-session", "UnifiedWebService.REQUEST_FAILED.SessionToken.Expired", "The session has expired."),
     ],
 )
 def test_a_failed_go_to_state_is_a_clear_fault_and_never_sent_twice(fresh_gateway, upstream, fault, expected_code, expected_text):
@@ -71,14 +85,42 @@ def test_a_failed_go_to_state_is_a_clear_fault_and_never_sent_twice(fresh_gatewa
     assert record["fault"] == fault
 
 
-def test_an_expired_bearer_is_renewed_once_and_the_call_goes_through(fresh_gateway, upstream):
-    token = log_in(fresh_gateway)
-    inject(upstream, GO_TO_STATE, "expired-bearer")
-    status, code, _ = go_to_state(fresh_gateway, token)
+# -- 401: the bearer or the session -----------------------------------------
+
+
+@pytest.fixture
+def in_process(gateway_app, upstream):
+    return InProcess(gateway_app)
+
+
+@pytest.mark.parametrize("fault", ["expired-bearer", "invalid-bearer"])
+def test_a_refused_bearer_is_renewed_once_and_the_call_goes_through(in_process, upstream, fault):
+    token = log_in(in_process)
+    inject(upstream, GO_TO_STATE, fault)
+    status, code, _ = go_to_state(in_process, token)
     assert (status, code) == (200, None)
     first, second = upstream.requests(GO_TO_STATE)
-    assert first["fault"] == "expired-bearer" and "fault" not in second
+    assert first["fault"] == fault and "fault" not in second
     assert first["headers"]["Authorization"] != second["headers"]["Authorization"]
+
+
+@pytest.mark.parametrize("fault", ["expired-session", "invalid-session"])
+def test_a_refused_session_is_the_legacy_expiry_after_exactly_one_go_to_state(in_process, upstream, fault):
+    token = log_in(in_process)
+    inject(upstream, GO_TO_STATE, fault)
+    status, code, text = go_to_state(in_process, token)
+    suffix = fault.split("-")[0].capitalize()  # Expired, Invalid
+    assert (status, code, text) == (500, f"UnifiedWebService.REQUEST_FAILED.SessionToken.{suffix}", "The session has expired.")
+    (record,) = upstream.requests(GO_TO_STATE)
+    assert (record["fault"], record["status"]) == (fault, 401)
+
+
+def test_a_session_thingspace_does_not_know_is_refused_once_with_401(in_process, upstream):
+    # No injection: the simulator's own answer to a token it never issued.
+    status, code, text = go_to_state(in_process, "not-a-session-it-issued")
+    assert (status, code, text) == (500, "UnifiedWebService.REQUEST_FAILED.SessionToken.Invalid", "The session has expired.")
+    (record,) = upstream.requests(GO_TO_STATE)
+    assert record["status"] == 401
 
 
 def test_a_bearer_refused_twice_is_not_renewed_a_second_time(fresh_gateway, upstream):
