@@ -5,11 +5,11 @@ import socket
 import pytest
 import requests
 from lxml import etree
-from werkzeug.test import Client
 
 from gateway import ns
 from tests import envelopes
 from tests.conftest import Gateway
+from tests.inprocess import LOG_IN, InProcess, outcome
 
 GO_TO_STATE = "/api/m2m/v1/devices/actions/goToState"
 TOKEN = "/api/ts/v1/oauth2/token"
@@ -29,34 +29,17 @@ def inject(simulator, path, fault, times=1, delay_s=None):
     requests.post(simulator.url + "/_simulator/faults", json=body, timeout=5).raise_for_status()
 
 
-class InProcess:
-    """The gateway's WSGI application through werkzeug's test client, called as ``call`` calls a process."""
-
-    def __init__(self, app):
-        self._client = Client(app)
-
-    def post(self, service, body):
-        answer = self._client.post(f"/api/v2/{service}.svc", data=body, content_type="text/xml")
-        return answer.status_code, answer.data
-
-
 def call(gateway, service, body):
     if isinstance(gateway, InProcess):
-        status, content = gateway.post(service, body)
-    else:
-        answer = requests.post(gateway.service_url(service), data=body, headers={"Content-Type": "text/xml"}, timeout=30)
-        status, content = answer.status_code, answer.content
-    fault = etree.fromstring(content).find(f"{{{ns.SOAP_ENV}}}Body/{{{ns.SOAP_ENV}}}Fault")
-    if fault is None:
-        return status, None, content.decode()
-    return status, fault.findtext("faultcode"), fault.findtext("faultstring")
+        return outcome(*gateway.post(service, body))
+    answer = requests.post(gateway.service_url(service), data=body, headers={"Content-Type": "text/xml"}, timeout=30)
+    return outcome(answer.status_code, answer.content)
 
 
 def log_in(gateway):
-    body = envelopes.envelope(
-        "", f'<v2:LogIn><v2:Input xmlns:a="{ns.SESSION}"><a:Username>demo</a:Username><a:Password>demo-password</a:Password></v2:Input></v2:LogIn>'
-    ).encode()
-    status, code, text = call(gateway, "SessionService", body)
+    if isinstance(gateway, InProcess):
+        return gateway.log_in()
+    status, code, text = call(gateway, "SessionService", LOG_IN)
     assert status == 200, text
     return etree.fromstring(text.encode()).findtext(f".//{{{ns.SESSION}}}SessionToken")
 
@@ -141,10 +124,7 @@ def test_a_bearer_refused_twice_is_not_renewed_a_second_time(fresh_gateway, upst
 )
 def test_a_failing_token_endpoint_is_a_server_fault_and_no_login_is_tried(fresh_gateway, upstream, fault, expected_text):
     inject(upstream, TOKEN, fault, delay_s=2.0 if fault == "timeout" else None)
-    body = envelopes.envelope(
-        "", f'<v2:LogIn><v2:Input xmlns:a="{ns.SESSION}"><a:Username>demo</a:Username><a:Password>demo-password</a:Password></v2:Input></v2:LogIn>'
-    ).encode()
-    assert call(fresh_gateway, "SessionService", body) == (500, "s:Server", expected_text)
+    assert call(fresh_gateway, "SessionService", LOG_IN) == (500, "s:Server", expected_text)
     assert upstream.requests("/api/m2m/v1/session/login") == []
 
 

@@ -1,30 +1,27 @@
 """WCF's HTTP answers at a .svc endpoint, before any SOAP: 405 and 415, and nothing sent upstream."""
 
 import pytest
-from werkzeug.test import Client
-
 from tests import envelopes
+from tests.inprocess import InProcess
 
 STATE_SERVICE = "/api/v2/StateService.svc"
 SOAP11 = "text/xml; charset=utf-8"
 
 
 @pytest.fixture
-def client(gateway_app, upstream):
-    return Client(gateway_app)
+def gateway(gateway_app, upstream):
+    return InProcess(gateway_app)
 
 
 @pytest.fixture
-def token(client):
+def client(gateway):
+    return gateway.client
+
+
+@pytest.fixture
+def token(gateway):
     """A live session: a request let through would reach ThingSpace with it."""
-    body = envelopes.envelope(
-        "",
-        "<v2:LogIn><v2:Input xmlns:a='http://schemas.datacontract.org/2004/07/NPhase.UnifiedWebService.APIs.v2.Contract.SessionService'>"
-        "<a:Username>demo</a:Username><a:Password>demo-password</a:Password></v2:Input></v2:LogIn>",
-    )
-    answer = client.post("/api/v2/SessionService.svc", data=body, content_type=SOAP11)
-    assert answer.status_code == 200, answer.text
-    return answer.text.split("<a:SessionToken>")[1].split("<")[0]
+    return gateway.log_in()
 
 
 def go_to_state(token):
