@@ -11,7 +11,7 @@ from werkzeug.wsgi import get_host
 
 from gateway import ns
 from gateway.exceptions import GatewayError
-from gateway.logs import RateLimited, excerpt
+from gateway.logs import RateLimited, current_request_id, excerpt
 from gateway.metrics import SOAP_REQUESTS
 from gateway.soap import basic_http
 from gateway.soap.faults import ServerFault, fault_outcome, is_client_fault, to_fault
@@ -52,7 +52,9 @@ class GatewayApplication(Application):
             raise
         except Exception:
             log.exception("unexpected error in %s", ctx.method_request_string)
-            raise ServerFault("The gateway failed unexpectedly; the request id below finds the details in its log") from None
+            raise ServerFault(
+                f"The gateway failed unexpectedly; its log has the details under request id {current_request_id()}"
+            ) from None
 
 
 def _operation(ctx):
