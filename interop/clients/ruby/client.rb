@@ -33,7 +33,7 @@ token = login.output.sessionToken
 puts "SESSION #{token}"
 
 state.headerhandler << TokenHeader.new(token)
-result = state.GoToState(:Input => {
+request = {
   :DeviceList => {
     :DeviceIdentifierCollection => DEVICES.map { |imei, iccid|
       { :DeviceIdentifiers => { :DeviceIdentifier => [
@@ -46,5 +46,16 @@ result = state.GoToState(:Input => {
   :StateName => 'new active',
   :ServicePlan => '4G East',
   :MdnZipCode => '94203',
-})
+}
+# The session has expired (the simulator says so), then a legacy rule broken.
+[['EXPIRED_FAULT', {}], ['CLIENT_FAULT', { :SkuNumber => 'S' * 21 }]].each do |key, extra|
+  begin
+    state.GoToState(:Input => request.merge(extra))
+    puts "#{key} none: the call succeeded"
+  rescue SOAP::FaultError => fault
+    # soap4r keeps each as a SOAPElement; data is its text.
+    puts "#{key} #{fault.faultcode.data} #{fault.faultstring.data}"
+  end
+end
+result = state.GoToState(:Input => request)
 puts "REQUEST #{result.output.requestId}"
