@@ -171,7 +171,7 @@ def _bearer_refused(response):
         code = response.json().get("errorCode")
     except (ValueError, AttributeError):
         return True
-    return code not in SESSION_EXPIRED_CODES
+    return not isinstance(code, str) or code not in SESSION_EXPIRED_CODES
 
 
 def _answer(response):

@@ -183,6 +183,7 @@ REFUSALS = [
     _error_document("invalid-session", 401, "SessionToken.Invalid", "SessionToken Invalid"),
     _error_document("expired-bearer", 401, "AccessToken.Expired", "Access token expired or invalid"),
     _error_document("invalid-bearer", 401, "AccessToken.Invalid", "Access token invalid"),
+    pytest.param("status-401-text", 401, "text/plain", "Unauthorized", id="status-401-text"),
 ]
 
 

@@ -76,7 +76,7 @@ def in_process(gateway_app, upstream):
     return InProcess(gateway_app)
 
 
-@pytest.mark.parametrize("fault", ["expired-bearer", "invalid-bearer"])
+@pytest.mark.parametrize("fault", ["expired-bearer", "invalid-bearer", "status-401-text"])
 def test_a_refused_bearer_is_renewed_once_and_the_call_goes_through(in_process, upstream, fault):
     token = log_in(in_process)
     inject(upstream, GO_TO_STATE, fault)

@@ -99,6 +99,8 @@ KINDS = {
     "invalid-bearer": Kind(False, _error_document(401, ACCESS_TOKEN_INVALID, "Access token invalid")),
     "expired-session": Kind(False, _error_document(401, SESSION_EXPIRED, "SessionToken Expired")),
     "invalid-session": Kind(False, _error_document(401, SESSION_INVALID, "SessionToken Invalid")),
+    # A 401 without ThingSpace's error document, as an OAuth layer may answer.
+    "status-401-text": Kind(False, _body(401, "Unauthorized", "text/plain")),
 }
 
 
