@@ -75,9 +75,11 @@ bench: $(STAMP)
 	timeout 300 $(BIN)/python -m bench.callback_bridge --profile
 
 # The toolkit matrix (interop/README.md): PHP, gSOAP, JAX-WS, Axis 1, Mono,
-# Perl, Ruby, node-soap, strong-soap, zeep and suds import the served WSDLs and
-# call LogIn and GoToState through the gateway and the simulator. Installs the
-# Debian and npm packages it lacks; about 2 minutes after that.
+# Perl, Ruby, node-soap, strong-soap, zeep and suds import the served WSDLs,
+# call LogIn and GoToState through the gateway and the simulator, and read an
+# expired session's fault and a client fault. Installs the Debian and npm
+# packages it lacks (a toolkit still missing fails the run); about 2 minutes
+# after that.
 .PHONY: interop
 interop: $(STAMP)
 	$(BIN)/python interop/run.py $(INTEROP_ARGS)

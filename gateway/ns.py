@@ -21,5 +21,3 @@ CALLBACK_REGISTRATION = _CONTRACT + "CallbackRegistrationService"
 
 # WCF's namespace for dispatcher faults such as a:DeserializationFailed.
 WCF_DISPATCHER = "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher"
-# Ours, for what the gateway adds to a fault's detail (the request id).
-GATEWAY = "urn:m2m-gateway"

@@ -29,6 +29,15 @@ TOKEN_MARGIN_S = 60
 # A connection that could not even be opened carried nothing: trying again
 # cannot do anything twice. Pauses before each further try.
 CONNECT_RETRY_PAUSES_S = (0.2, 1.0)
+# ThingSpace's codes for a VZ-M2M session that timed out or is not known. It
+# answers them with 401, as it does a refused bearer: a new bearer cannot cure
+# them, only the legacy client's LogIn can.
+SESSION_EXPIRED_CODES = frozenset(
+    {
+        "UnifiedWebService.REQUEST_FAILED.SessionToken.Expired",
+        "UnifiedWebService.REQUEST_FAILED.SessionToken.Invalid",
+    }
+)
 # ThingSpace's identifiers are UUID-like; anything far longer is not one.
 MAX_IDENTIFIER = 200
 MAX_ERROR_MESSAGE = 500
@@ -83,9 +92,9 @@ class ThingSpace:
         if session_token is not None:
             headers["VZ-M2M-Token"] = session_token
         response = self._send(call, method, path, headers, body, self.bearer())
-        if response.status_code == 401:
-            # Only the bearer was refused, so the call itself never ran:
-            # sending it again with a fresh token cannot do anything twice.
+        if _bearer_refused(response):
+            # The call itself never ran: sending it again with a fresh token
+            # cannot do anything twice.
             response = self._send(call, method, path, headers, body, self.bearer(renew=True))
         return _answer(response)
 
@@ -148,6 +157,21 @@ def _unreachable(error, timeout):
     if isinstance(error, requests.ConnectionError):
         return "ThingSpace closed the connection without answering"
     return f"ThingSpace could not be reached ({type(error).__name__})"
+
+
+def _bearer_refused(response):
+    """Whether ThingSpace refused the bearer: a 401 that is not about the session.
+
+    ThingSpace's codes for a refused bearer are not documented (CONTRACT.md),
+    so any 401 without a SessionToken code counts, an error document or not.
+    """
+    if response.status_code != 401:
+        return False
+    try:
+        code = response.json().get("errorCode")
+    except (ValueError, AttributeError):
+        return True
+    return not isinstance(code, str) or code not in SESSION_EXPIRED_CODES
 
 
 def _answer(response):

@@ -144,6 +144,22 @@ def gateway(tmp_path_factory, simulator):
     process.stop()
 
 
+@pytest.fixture(scope="session")
+def gateway_app(tmp_path_factory, simulator):
+    """The gateway's WSGI application in this process, before the shared simulator,
+    for werkzeug's test client: the edge tests need no server of their own."""
+    from gateway import config
+    from gateway.app import Gateway as GatewayApp
+
+    settings = config.load(environ={
+        "M2MGW_UPSTREAM_BASE_URL": simulator.url,
+        "M2MGW_STORE_PATH": str(tmp_path_factory.mktemp("gateway-app") / "gateway.sqlite3"),
+    })
+    app = GatewayApp(settings)
+    yield app
+    app.close(timeout=10)
+
+
 @pytest.fixture
 def upstream(simulator):
     """The shared simulator, with nothing recorded yet."""

@@ -69,7 +69,9 @@ def fault_of(answer):
     fault = root.find(f"{{{ns.SOAP_ENV}}}Body/{{{ns.SOAP_ENV}}}Fault")
     text = fault.findtext("faultstring")
     assert not any(word in text for word in LIBRARY_WORDS), text
-    assert fault.findtext(f"detail/{{{ns.GATEWAY}}}RequestId") == answer.headers["X-Request-Id"]
+    # WCF's shape: no detail (an undeclared element there stops strict toolkits);
+    # the request id that finds it in the log is the header's.
+    assert fault.find("detail") is None and answer.headers["X-Request-Id"]
     return fault.findtext("faultcode"), text
 
 

@@ -278,7 +278,7 @@ def test_logout_echoes_the_token_and_ends_the_session(thingspace):
     response = thingspace.call("POST", "/api/m2m/v1/session/logout", headers)
     assert response.status_code == 200
     assert response.json() == {"sessionToken": headers["VZ-M2M-Token"]}
-    assert_error(thingspace.go_to_state(headers, go_to_state_order()), 400, FAILED + "SessionToken.Invalid")
+    assert_error(thingspace.go_to_state(headers, go_to_state_order()), 401, FAILED + "SessionToken.Invalid")
 
 
 @pytest.mark.parametrize("session_token", [None, str(uuid.uuid4())])
@@ -286,7 +286,7 @@ def test_m2m_calls_need_a_known_session(thingspace, session_token):
     headers = thingspace.bearer()
     if session_token:
         headers["VZ-M2M-Token"] = session_token
-    assert_error(thingspace.go_to_state(headers, go_to_state_order()), 400, FAILED + "SessionToken.Invalid")
+    assert_error(thingspace.go_to_state(headers, go_to_state_order()), 401, FAILED + "SessionToken.Invalid")
 
 
 def test_session_expires_when_idle_and_each_use_refreshes_it(start_simulator):
@@ -298,7 +298,7 @@ def test_session_expires_when_idle_and_each_use_refreshes_it(start_simulator):
         assert thingspace.call("GET", f"/api/m2m/v1/callbacks/{ACCOUNT}", headers).status_code == 200
     time.sleep(0.7)
     response = thingspace.call("GET", f"/api/m2m/v1/callbacks/{ACCOUNT}", headers)
-    assert assert_error(response, 400, FAILED + "SessionToken.Expired") == "SessionToken Expired"
+    assert assert_error(response, 401, FAILED + "SessionToken.Expired") == "SessionToken Expired"
 
 
 # -- Callback registrations ----------------------------------------------------
@@ -653,7 +653,7 @@ def test_reset_forgets_requests_sessions_lockouts_and_failing_marks_but_not_regi
 
     assert thingspace.control("POST", "reset").status_code == 200
     assert thingspace.control("GET", "requests").json() == []
-    assert_error(thingspace.go_to_state(old_session, go_to_state_order()), 400, FAILED + "SessionToken.Invalid")
+    assert_error(thingspace.go_to_state(old_session, go_to_state_order()), 401, FAILED + "SessionToken.Invalid")
     thingspace.go_to_state(thingspace.session(), go_to_state_order())
     assert listener.wait_for(1)[0]["status"] == "Success"
 

@@ -165,39 +165,25 @@ def test_concurrent_requests_take_each_fault_exactly_once(thingspace):
 # -- Kinds that refuse: the action is not performed ----------------------------
 
 ERROR_JSON = "application/json"
+
+
+def _error_document(kind, status, code, message):
+    """A kind answered with ThingSpace's error document."""
+    return pytest.param(kind, status, ERROR_JSON, {"errorCode": FAILED + code, "errorMessage": message}, id=kind)
+
+
 REFUSALS = [
-    pytest.param(
-        "status-429",
-        429,
-        ERROR_JSON,
-        {"errorCode": FAILED + "RateLimitExceeded", "errorMessage": "Too many requests"},
-        id="status-429",
-    ),
-    pytest.param(
-        "status-500",
-        500,
-        ERROR_JSON,
-        {"errorCode": FAILED + "UnexpectedError", "errorMessage": "Unexpected error"},
-        id="status-500",
-    ),
+    _error_document("status-429", 429, "RateLimitExceeded", "Too many requests"),
+    _error_document("status-500", 500, "UnexpectedError", "Unexpected error"),
     pytest.param(
         "status-502-html", 502, "text/html", "<html><body><h1>502 Bad Gateway</h1></body></html>", id="status-502-html"
     ),
     pytest.param("non-json", 200, "text/plain", "OK", id="non-json"),
-    pytest.param(
-        "expired-session",
-        400,
-        ERROR_JSON,
-        {"errorCode": FAILED + "SessionToken.Expired", "errorMessage": "SessionToken Expired"},
-        id="expired-session",
-    ),
-    pytest.param(
-        "expired-bearer",
-        401,
-        ERROR_JSON,
-        {"errorCode": FAILED + "AccessToken.Expired", "errorMessage": "Access token expired or invalid"},
-        id="expired-bearer",
-    ),
+    _error_document("expired-session", 401, "SessionToken.Expired", "SessionToken Expired"),
+    _error_document("invalid-session", 401, "SessionToken.Invalid", "SessionToken Invalid"),
+    _error_document("expired-bearer", 401, "AccessToken.Expired", "Access token expired or invalid"),
+    _error_document("invalid-bearer", 401, "AccessToken.Invalid", "Access token invalid"),
+    pytest.param("status-401-text", 401, "text/plain", "Unauthorized", id="status-401-text"),
 ]
 
 

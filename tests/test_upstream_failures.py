@@ -9,6 +9,7 @@ from lxml import etree
 from gateway import ns
 from tests import envelopes
 from tests.conftest import Gateway
+from tests.inprocess import LOG_IN, InProcess, outcome
 
 GO_TO_STATE = "/api/m2m/v1/devices/actions/goToState"
 TOKEN = "/api/ts/v1/oauth2/token"
@@ -29,19 +30,16 @@ def inject(simulator, path, fault, times=1, delay_s=None):
 
 
 def call(gateway, service, body):
+    if isinstance(gateway, InProcess):
+        return outcome(*gateway.post(service, body))
     answer = requests.post(gateway.service_url(service), data=body, headers={"Content-Type": "text/xml"}, timeout=30)
-    root = etree.fromstring(answer.content)
-    fault = root.find(f"{{{ns.SOAP_ENV}}}Body/{{{ns.SOAP_ENV}}}Fault")
-    if fault is None:
-        return answer.status_code, None, answer.text
-    return answer.status_code, fault.findtext("faultcode"), fault.findtext("faultstring")
+    return outcome(answer.status_code, answer.content)
 
 
 def log_in(gateway):
-    body = envelopes.envelope(
-        "", f'<v2:LogIn><v2:Input xmlns:a="{ns.SESSION}"><a:Username>demo</a:Username><a:Password>demo-password</a:Password></v2:Input></v2:LogIn>'
-    ).encode()
-    status, code, text = call(gateway, "SessionService", body)
+    if isinstance(gateway, InProcess):
+        return gateway.log_in()
+    status, code, text = call(gateway, "SessionService", LOG_IN)
     assert status == 200, text
     return etree.fromstring(text.encode()).findtext(f".//{{{ns.SESSION}}}SessionToken")
 
@@ -59,7 +57,6 @@ def go_to_state(gateway, token):
         ("status-500", "UnifiedWebService.REQUEST_FAILED.UnexpectedError", "Unexpected error"),
         ("status-502-html", "s:Server", "ThingSpace answered HTTP 502 without its error document"),
         ("non-json", "s:Server", "ThingSpace answered HTTP 200 with a body that is not JSON"),
-        ("expired-session", "UnifiedWebService.REQUEST_FAILED.SessionToken.Expired", "The session has expired."),
     ],
 )
 def test_a_failed_go_to_state_is_a_clear_fault_and_never_sent_twice(fresh_gateway, upstream, fault, expected_code, expected_text):
@@ -71,14 +68,42 @@ def test_a_failed_go_to_state_is_a_clear_fault_and_never_sent_twice(fresh_gatewa
     assert record["fault"] == fault
 
 
-def test_an_expired_bearer_is_renewed_once_and_the_call_goes_through(fresh_gateway, upstream):
-    token = log_in(fresh_gateway)
-    inject(upstream, GO_TO_STATE, "expired-bearer")
-    status, code, _ = go_to_state(fresh_gateway, token)
+# -- 401: the bearer or the session -----------------------------------------
+
+
+@pytest.fixture
+def in_process(gateway_app, upstream):
+    return InProcess(gateway_app)
+
+
+@pytest.mark.parametrize("fault", ["expired-bearer", "invalid-bearer", "status-401-text"])
+def test_a_refused_bearer_is_renewed_once_and_the_call_goes_through(in_process, upstream, fault):
+    token = log_in(in_process)
+    inject(upstream, GO_TO_STATE, fault)
+    status, code, _ = go_to_state(in_process, token)
     assert (status, code) == (200, None)
     first, second = upstream.requests(GO_TO_STATE)
-    assert first["fault"] == "expired-bearer" and "fault" not in second
+    assert first["fault"] == fault and "fault" not in second
     assert first["headers"]["Authorization"] != second["headers"]["Authorization"]
+
+
+@pytest.mark.parametrize("fault", ["expired-session", "invalid-session"])
+def test_a_refused_session_is_the_legacy_expiry_after_exactly_one_go_to_state(in_process, upstream, fault):
+    token = log_in(in_process)
+    inject(upstream, GO_TO_STATE, fault)
+    status, code, text = go_to_state(in_process, token)
+    suffix = fault.split("-")[0].capitalize()  # Expired, Invalid
+    assert (status, code, text) == (500, f"UnifiedWebService.REQUEST_FAILED.SessionToken.{suffix}", "The session has expired.")
+    (record,) = upstream.requests(GO_TO_STATE)
+    assert (record["fault"], record["status"]) == (fault, 401)
+
+
+def test_a_session_thingspace_does_not_know_is_refused_once_with_401(in_process, upstream):
+    # No injection: the simulator's own answer to a token it never issued.
+    status, code, text = go_to_state(in_process, "not-a-session-it-issued")
+    assert (status, code, text) == (500, "UnifiedWebService.REQUEST_FAILED.SessionToken.Invalid", "The session has expired.")
+    (record,) = upstream.requests(GO_TO_STATE)
+    assert record["status"] == 401
 
 
 def test_a_bearer_refused_twice_is_not_renewed_a_second_time(fresh_gateway, upstream):
@@ -99,10 +124,7 @@ def test_a_bearer_refused_twice_is_not_renewed_a_second_time(fresh_gateway, upst
 )
 def test_a_failing_token_endpoint_is_a_server_fault_and_no_login_is_tried(fresh_gateway, upstream, fault, expected_text):
     inject(upstream, TOKEN, fault, delay_s=2.0 if fault == "timeout" else None)
-    body = envelopes.envelope(
-        "", f'<v2:LogIn><v2:Input xmlns:a="{ns.SESSION}"><a:Username>demo</a:Username><a:Password>demo-password</a:Password></v2:Input></v2:LogIn>'
-    ).encode()
-    assert call(fresh_gateway, "SessionService", body) == (500, "s:Server", expected_text)
+    assert call(fresh_gateway, "SessionService", LOG_IN) == (500, "s:Server", expected_text)
     assert upstream.requests("/api/m2m/v1/session/login") == []
 
 

@@ -10,7 +10,11 @@ from werkzeug.wrappers import Response
 
 _PREFIX = "UnifiedWebService.REQUEST_FAILED."
 
+# ThingSpace answers 401 for a refused bearer and for a refused VZ-M2M session
+# alike; the code says which. The AccessToken codes are not documented publicly
+# (CONTRACT.md): the gateway tells them apart from the SessionToken ones only.
 ACCESS_TOKEN_EXPIRED = _PREFIX + "AccessToken.Expired"
+ACCESS_TOKEN_INVALID = _PREFIX + "AccessToken.Invalid"
 SESSION_EXPIRED = _PREFIX + "SessionToken.Expired"
 SESSION_INVALID = _PREFIX + "SessionToken.Invalid"
 INVALID_CREDENTIALS = _PREFIX + "InvalidCredentials"

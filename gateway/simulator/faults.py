@@ -20,8 +20,10 @@ from werkzeug.wrappers import Response
 
 from gateway.simulator.errors import (
     ACCESS_TOKEN_EXPIRED,
+    ACCESS_TOKEN_INVALID,
     RATE_LIMIT_EXCEEDED,
     SESSION_EXPIRED,
+    SESSION_INVALID,
     UNEXPECTED_ERROR,
     error_response,
     invalid_request,
@@ -92,8 +94,13 @@ KINDS = {
     "status-500": Kind(False, _error_document(500, UNEXPECTED_ERROR, "Unexpected error")),
     "status-502-html": Kind(False, _body(502, "<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")),
     "non-json": Kind(False, _body(200, "OK", "text/plain")),
-    "expired-session": Kind(False, _error_document(400, SESSION_EXPIRED, "SessionToken Expired")),
+    # The four 401s: the bearer or the session, expired or not known.
     "expired-bearer": Kind(False, _error_document(401, ACCESS_TOKEN_EXPIRED, "Access token expired or invalid")),
+    "invalid-bearer": Kind(False, _error_document(401, ACCESS_TOKEN_INVALID, "Access token invalid")),
+    "expired-session": Kind(False, _error_document(401, SESSION_EXPIRED, "SessionToken Expired")),
+    "invalid-session": Kind(False, _error_document(401, SESSION_INVALID, "SessionToken Invalid")),
+    # A 401 without ThingSpace's error document, as an OAuth layer may answer.
+    "status-401-text": Kind(False, _body(401, "Unauthorized", "text/plain")),
 }
 
 

@@ -109,9 +109,9 @@ class SimulatorState:
         with self._lock:
             session = self._sessions.get(token)
             if session is None:
-                raise ApiError(400, SESSION_INVALID, "SessionToken Invalid")
+                raise ApiError(401, SESSION_INVALID, "SessionToken Invalid")
             if now - session.last_used > self._settings.session_idle_s:
-                raise ApiError(400, SESSION_EXPIRED, "SessionToken Expired")
+                raise ApiError(401, SESSION_EXPIRED, "SessionToken Expired")
             session.last_used = now
         return session
 

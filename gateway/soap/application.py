@@ -11,8 +11,9 @@ from werkzeug.wsgi import get_host
 
 from gateway import ns
 from gateway.exceptions import GatewayError, StoreUnavailable
-from gateway.logs import RateLimited, excerpt
+from gateway.logs import RateLimited, current_request_id, excerpt
 from gateway.metrics import SOAP_REQUESTS
+from gateway.soap import basic_http
 from gateway.soap.faults import ServerFault, fault_outcome, is_client_fault, to_fault
 from gateway.soap.protocol import WcfSoap11
 from gateway.soap.services import SERVICES
@@ -23,8 +24,9 @@ log = logging.getLogger(__name__)
 _rejections = RateLimited(log)
 _failures = RateLimited(log)
 
-UNEXPECTED_TEXT = "The gateway failed unexpectedly; the request id below finds the details in its log"
-RESPONSE_FAILED_TEXT = "The operation ran, but the gateway failed writing its answer; the request id finds the details in its log"
+# Each followed by the request id, under which the gateway's log has the details.
+UNEXPECTED_TEXT = "The gateway failed unexpectedly; its log has the details under request id"
+RESPONSE_FAILED_TEXT = "The operation ran, but the gateway failed writing its answer; its log has the details under request id"
 
 
 class GatewayApplication(Application):
@@ -56,7 +58,7 @@ class GatewayApplication(Application):
             raise
         except Exception:
             log.exception("unexpected error in %s", ctx.method_request_string)
-            raise ServerFault(UNEXPECTED_TEXT) from None
+            raise ServerFault(f"{UNEXPECTED_TEXT} {current_request_id()}") from None
 
 
 def _operation(ctx):
@@ -88,12 +90,19 @@ def _document_name(environ):
 
 
 class ServiceEndpoint(WsgiApplication):
-    """A ``.svc`` URL: SOAP on POST, the WSDL on ``GET ?wsdl`` / ``?singleWsdl`` / ``?xsd=xsdN``."""
+    """A ``.svc`` URL: SOAP on POST, the WSDL on ``GET ?wsdl`` / ``?singleWsdl`` / ``?xsd=xsdN``;
+    any other method or content type refused as WCF refused it (basic_http)."""
 
     def __init__(self, app, path, max_body_bytes, public_url=None):
         super().__init__(app, max_content_length=max_body_bytes)
         self.path = path
         self._public_url = public_url
+
+    def __call__(self, req_env, start_response, wsgi_url=None):
+        refused = basic_http.refusal(req_env, _document_name(req_env) is not None)
+        if refused is not None:
+            return refused(req_env, start_response)
+        return super().__call__(req_env, start_response, wsgi_url)
 
     def get_out_string(self, ctx):
         """Write the answer; counted ``ok`` only once it is written.
@@ -110,7 +119,7 @@ class ServiceEndpoint(WsgiApplication):
             super().get_out_string(ctx)
         except Exception:
             log.exception("%s ran, but its answer could not be written", operation)
-            ctx.out_error = ServerFault(RESPONSE_FAILED_TEXT)
+            ctx.out_error = ServerFault(f"{RESPONSE_FAILED_TEXT} {current_request_id()}")
             ctx.out_document = ctx.out_string = None
             ctx.transport.resp_code = ctx.out_protocol.fault_to_http_response_code(ctx.out_error)
             SOAP_REQUESTS.labels(self.app.name, operation, "server_fault").inc()

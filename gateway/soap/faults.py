@@ -10,15 +10,10 @@ from spyne import Fault
 
 from gateway import ns
 from gateway.exceptions import RequestInvalid, SessionMissing, StoreUnavailable, UpstreamError, UpstreamUnavailable
+from gateway.thingspace import SESSION_EXPIRED_CODES
 
-# ThingSpace's codes for a session that timed out or was logged out: legacy
-# clients react to this exact text by calling LogIn again.
-SESSION_EXPIRED_CODES = frozenset(
-    {
-        "UnifiedWebService.REQUEST_FAILED.SessionToken.Expired",
-        "UnifiedWebService.REQUEST_FAILED.SessionToken.Invalid",
-    }
-)
+# What the legacy service said for those codes: legacy clients react to this
+# exact text by calling LogIn again.
 SESSION_EXPIRED_TEXT = "The session has expired."
 STORE_UNAVAILABLE_TEXT = "The gateway cannot reach its store right now; nothing was changed. Try again shortly."
 

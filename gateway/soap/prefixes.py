@@ -1,7 +1,7 @@
 """Rewrite an outgoing SOAP envelope with the prefixes WCF writes.
 
 WCF answers ``<s:Envelope>``, puts a default namespace on the operation
-wrapper (and on each fault detail entry), and declares ``a:``, ``b:``, ...
+wrapper, and declares ``a:``, ``b:``, ...
 for data-contract namespaces on the element whose children first use them
 (with ``i:`` for XML Schema instance beside the first one). Clients in the
 wild look responses up by qualified name (``GetElementsByTagName("a:SessionToken")``),
@@ -33,8 +33,7 @@ def _copy(element, parent, in_scope, letters, wrapper=False):
         nsmap[None] = namespace
     nsmap.update(_text_qname_prefix(element))
     declared = in_scope | set(nsmap.values())
-    holds_wrappers = element.tag == "detail"
-    introduced = [] if holds_wrappers else [n for n in _child_namespaces(element) if n not in declared]
+    introduced = [n for n in _child_namespaces(element) if n not in declared]
     for child_namespace in introduced:
         nsmap[next(letters)] = child_namespace
     if introduced and ns.XSI not in in_scope:
@@ -43,7 +42,7 @@ def _copy(element, parent, in_scope, letters, wrapper=False):
     out = etree.SubElement(parent, element.tag, attrib=dict(element.attrib), nsmap=nsmap)
     out.text, out.tail = element.text, element.tail
     for child in element:
-        _copy(child, out, scope, letters, wrapper=holds_wrappers)
+        _copy(child, out, scope, letters)
 
 
 def _text_qname_prefix(element):

@@ -5,7 +5,6 @@ from spyne.error import ResourceNotFoundError
 from spyne.protocol.soap import Soap11
 
 from gateway import ns
-from gateway.logs import current_request_id
 from gateway.soap import envelope, strict
 from gateway.soap.conventions import soap_action
 from gateway.soap.faults import ClientFault
@@ -77,9 +76,9 @@ class WcfSoap11(Soap11):
         faultstring = etree.SubElement(fault, "faultstring")
         faultstring.text = xml_safe(inst.faultstring)
         faultstring.set("{http://www.w3.org/XML/1998/namespace}lang", "en-US")
-        # Quoted by an operator, it finds this request in the gateway's logs.
-        detail = etree.SubElement(fault, "detail")
-        etree.SubElement(detail, f"{{{ns.GATEWAY}}}RequestId", nsmap={None: ns.GATEWAY}).text = current_request_id()
+        # No detail, as WCF wrote none: an element the WSDL does not declare
+        # there stops strict toolkits (Perl's SOAP::WSDL) from reading the
+        # fault at all. The request id is the X-Request-Id header's.
 
 
 def _fields(record):

@@ -13,6 +13,11 @@ the fault text is worked out from the tree once something is refused.
 Values are kept exactly as sent, white space included, as WCF's serializer
 kept them; an empty element is an empty string, an absent or ``xsi:nil``
 one is None.
+
+A collection whose items all carry nothing (every child nil or absent, at
+any depth) is read as absent: soap4r's generic driver sends each optional
+collection the caller left out as such a skeleton, a one-item list of nils.
+An item carrying anything at all stays, and the rules judge it.
 """
 
 from dataclasses import make_dataclass
@@ -148,7 +153,14 @@ def _items(element, field):
         tail = item.tail
         if tail is not None and not tail.isspace():
             _no_text(element, tail)
+    if shape is not None and not any(map(_carries_anything, items)):
+        return None
     return items
+
+
+def _carries_anything(record):
+    # Stops at the first value: a real list is judged by its first item.
+    return any(getattr(record, name) is not None for name in record.__slots__)
 
 
 def _text(element):

@@ -28,8 +28,6 @@ from gateway.soap import conventions
 # URL in its place (the client's, as seen through a reverse proxy).
 ADDRESS_PLACEHOLDER = "http://gateway.invalid/address"
 _PLACEHOLDER = ADDRESS_PLACEHOLDER.encode()
-# Where the modular WSDL's types import the schemas from, as WCF names it.
-IMPORTS_NAMESPACE = f"{ns.V2}/Imports"
 
 # Attributes whose values are QNames: their prefixes must stay declared.
 _QNAME_ATTRIBUTES = ("type", "element", "message", "binding", "base", "ref")
@@ -55,9 +53,11 @@ class WcfWsdl11(Wsdl11):
     def document(self, name, url):
         """Document ``name`` with ``url`` as the service's address, or None.
 
-        ``wsdl``: the modular WSDL, importing its schemas from ``?xsd=xsdN``;
-        ``singlewsdl``: one flat WSDL with the schemas inlined (Java's xjc and
-        Azure API Management take only that); ``xsdN``: the imported schemas.
+        ``wsdl`` and ``singlewsdl``: one flat WSDL with the schemas inlined, as
+        WCF services with a flat-WSDL behaviour serve ``?wsdl``: WCF's modular
+        form (schemas imported from ``?xsd=``) is one that Mono's svcutil cannot
+        import (it compiles each schema twice), and Java's xjc and Azure API
+        Management take only a flat one. ``xsdN``: each schema on its own.
         """
         template = self._documents.get(name)
         if template is None:
@@ -74,8 +74,9 @@ class WcfInterfaceDocuments(InterfaceDocuments):
 
 
 def _documents(root):
-    """The flat WSDL, the modular WSDL and its schemas, as WCF serves them."""
-    documents = {"singlewsdl": _serialized(root)}
+    """The flat WSDL (under both its names) and each of its schemas."""
+    flat = _serialized(root)
+    documents = {"wsdl": flat, "singlewsdl": flat}
     types = root.find(_q(ns.WSDL, "types"))
     names = {schema.get("targetNamespace"): f"xsd{n}" for n, schema in enumerate(types)}
     for schema in types:
@@ -86,20 +87,6 @@ def _documents(root):
         for imported in standalone.iterfind(_q(ns.XSD, "import")):
             imported.set("schemaLocation", f"{ADDRESS_PLACEHOLDER}?xsd={names[imported.get('namespace')]}")
         documents[names[schema.get("targetNamespace")]] = _serialized(standalone)
-    modular = deepcopy(root)
-    modular_types = modular.find(_q(ns.WSDL, "types"))
-    # Qualified, as WCF writes it: Perl's SOAP::WSDL files the imported types
-    # under this schema and leaves their elements unqualified otherwise.
-    imports = etree.Element(
-        _q(ns.XSD, "schema"), targetNamespace=IMPORTS_NAMESPACE, elementFormDefault="qualified"
-    )
-    for namespace, name in names.items():
-        etree.SubElement(
-            imports, _q(ns.XSD, "import"), schemaLocation=f"{ADDRESS_PLACEHOLDER}?xsd={name}", namespace=namespace
-        )
-    modular_types[:] = [imports]
-    _drop_unused_namespaces(modular)
-    documents["wsdl"] = _serialized(modular)
     return documents
 
 

@@ -11,6 +11,7 @@ import gen.state.DeviceIdentifierCollection;
 import gen.state.GoToStateRequest;
 import gen.state.GoToStateResult;
 import gen.state.StateServiceLocator;
+import org.apache.axis.AxisFault;
 
 public class Client {
     private static final String V2 = "http://nphase.com/unifiedwebservice/v2";
@@ -43,7 +44,24 @@ public class Client {
         request.setStateName("new active");
         request.setServicePlan("4G East");
         request.setMdnZipCode("94203");
+
+        // The session has expired (the simulator says so), then a legacy rule broken.
+        printFault("EXPIRED_FAULT", state, request);
+        request.setSkuNumber("S".repeat(21));
+        printFault("CLIENT_FAULT", state, request);
+        request.setSkuNumber(null);
+
         GoToStateResult result = state.goToState(request);
         System.out.println("REQUEST " + result.getRequestId());
+    }
+
+    private static void printFault(String key, BasicHttpBinding_IStateServiceStub state, GoToStateRequest request)
+            throws Exception {
+        try {
+            state.goToState(request);
+            System.out.println(key + " none: the call succeeded");
+        } catch (AxisFault fault) {
+            System.out.println(key + " " + fault.getFaultCode().getLocalPart() + " " + fault.getFaultString());
+        }
     }
 }

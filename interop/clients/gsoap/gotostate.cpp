@@ -1,5 +1,6 @@
 // gSOAP client generated from StateService's WSDL: GoToState with the token
-// header the WSDL declares (proxy.soap_header), prints REQUEST <requestId>.
+// header the WSDL declares (proxy.soap_header): an expired session and a broken
+// rule (each printed as KEY faultcode faultstring), then REQUEST <requestId>.
 #include <iostream>
 #include <string>
 
@@ -19,6 +20,19 @@ static std::string *text(soap *ctx, const char *value) {
     std::string *s = soap_new_std__string(ctx);
     *s = value;
     return s;
+}
+
+// A call expected to fail: prints KEY faultcode faultstring, as gSOAP read them.
+static void print_fault(const char *key, BasicHttpBinding_USCOREIStateServiceProxy &proxy, v2__GoToState &request,
+                        std::string &token) {
+    v2__GoToStateResponse response;
+    proxy.soap_header(&token);
+    if (proxy.GoToState(&request, response) == SOAP_OK) {
+        std::cout << key << " none: the call succeeded" << std::endl;
+        return;
+    }
+    const char *code = *soap_faultcode(proxy.soap), *string = *soap_faultstring(proxy.soap);
+    std::cout << key << " " << (code ? code : "") << " " << (string ? string : "") << std::endl;
 }
 
 int main(int argc, char **argv) {
@@ -49,7 +63,14 @@ int main(int argc, char **argv) {
     request.Input = input;
     v2__GoToStateResponse response;
     std::string token = argv[1];
-    proxy.soap_header(&token);
+
+    // The session has expired (the simulator says so), then a legacy rule broken.
+    print_fault("EXPIRED_FAULT", proxy, request, token);
+    input->SkuNumber = text(ctx, std::string(21, 'S').c_str());
+    print_fault("CLIENT_FAULT", proxy, request, token);
+    input->SkuNumber = nullptr;
+
+    proxy.soap_header(&token);  // the header a call received replaces the one it sent: set it each time
     if (proxy.GoToState(&request, response) != SOAP_OK) {
         proxy.soap_stream_fault(std::cerr);
         return 1;

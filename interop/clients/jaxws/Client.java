@@ -14,6 +14,8 @@ import gen.state.GoToStateRequest;
 import gen.state.GoToStateResult;
 import gen.state.IStateService;
 import gen.state.StateService;
+import javax.xml.soap.SOAPFault;
+import javax.xml.ws.soap.SOAPFaultException;
 
 public class Client {
     private static final String[][] DEVICES = {
@@ -49,8 +51,25 @@ public class Client {
         request.setStateName(types.createGoToStateRequestStateName("new active"));
         request.setServicePlan(types.createGoToStateRequestServicePlan("4G East"));
         request.setMdnZipCode(types.createGoToStateRequestMdnZipCode("94203"));
+
+        // The session has expired (the simulator says so), then a legacy rule broken.
+        printFault("EXPIRED_FAULT", state, request, token);
+        request.setSkuNumber(types.createGoToStateRequestSkuNumber("S".repeat(21)));
+        printFault("CLIENT_FAULT", state, request, token);
+        request.setSkuNumber(null);
+
         GoToStateResult result = state.goToState(request, token);
         System.out.println("REQUEST " + result.getRequestId().getValue());
+    }
+
+    private static void printFault(String key, IStateService state, GoToStateRequest request, String token) {
+        try {
+            state.goToState(request, token);
+            System.out.println(key + " none: the call succeeded");
+        } catch (SOAPFaultException error) {
+            SOAPFault fault = error.getFault();
+            System.out.println(key + " " + fault.getFaultCodeAsQName().getLocalPart() + " " + fault.getFaultString());
+        }
     }
 
     private static DeviceIdentifier identifier(gen.state.ObjectFactory types, String kind, String value) {

@@ -58,13 +58,35 @@ public static class Client
             ServicePlan = "4G East",
             MdnZipCode = "94203",
         };
-        GoToStateResult result;
+        // The session has expired (the simulator says so), then a legacy rule broken.
+        PrintFault("EXPIRED_FAULT", state, request, login.SessionToken);
+        request.SkuNumber = new string('S', 21);
+        PrintFault("CLIENT_FAULT", state, request, login.SessionToken);
+        request.SkuNumber = null;
+
+        Console.WriteLine("REQUEST " + GoToState(state, request, login.SessionToken).RequestId);
+        return 0;
+    }
+
+    static GoToStateResult GoToState(StateServiceClient state, GoToStateRequest request, string token)
+    {
         using (new OperationContextScope(state.InnerChannel))
         {
-            OperationContext.Current.OutgoingMessageHeaders.Add(MessageHeader.CreateHeader("token", V2, login.SessionToken));
-            result = state.GoToState(request);
+            OperationContext.Current.OutgoingMessageHeaders.Add(MessageHeader.CreateHeader("token", V2, token));
+            return state.GoToState(request);
         }
-        Console.WriteLine("REQUEST " + result.RequestId);
-        return 0;
+    }
+
+    static void PrintFault(string key, StateServiceClient state, GoToStateRequest request, string token)
+    {
+        try
+        {
+            GoToState(state, request, token);
+            Console.WriteLine(key + " none: the call succeeded");
+        }
+        catch (FaultException fault)
+        {
+            Console.WriteLine(key + " " + fault.Code.Name + " " + fault.Message);
+        }
     }
 }

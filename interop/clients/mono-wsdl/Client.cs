@@ -3,6 +3,7 @@
 // the WSDL's soap:address, and the token header is the SoapHeader class the
 // WSDL's header declaration generated (named after its type, xs:string).
 using System;
+using System.Web.Services.Protocols;
 
 public static class Client
 {
@@ -29,14 +30,34 @@ public static class Client
                 },
             };
         }
-        var result = state.GoToState(new Gen.State.GoToStateRequest {
+        var request = new Gen.State.GoToStateRequest {
             DeviceList = devices,
             ServiceName = "fast1",
             StateName = "new active",
             ServicePlan = "4G East",
             MdnZipCode = "94203",
-        });
+        };
+        // The session has expired (the simulator says so), then a legacy rule broken.
+        PrintFault("EXPIRED_FAULT", state, request);
+        request.SkuNumber = new string('S', 21);
+        PrintFault("CLIENT_FAULT", state, request);
+        request.SkuNumber = null;
+
+        var result = state.GoToState(request);
         Console.WriteLine("REQUEST " + result.RequestId);
         return 0;
+    }
+
+    static void PrintFault(string key, Gen.State.StateService state, Gen.State.GoToStateRequest request)
+    {
+        try
+        {
+            state.GoToState(request);
+            Console.WriteLine(key + " none: the call succeeded");
+        }
+        catch (SoapException fault)
+        {
+            Console.WriteLine(key + " " + fault.Code.Name + " " + fault.Message);
+        }
     }
 }

@@ -5,9 +5,7 @@
 'use strict';
 
 const soap = require('soap');
-
-const V2 = 'http://nphase.com/unifiedwebservice/v2';
-const DEVICES = [['990000862471854', '89148000000800784259'], ['990000862471855', '89148000000800784260']];
+const { V2, GO_TO_STATE_INPUT, FAULTING_CALLS, text } = require('../node-calls');
 
 async function main(sessionWsdl, stateWsdl) {
   const session = await soap.createClientAsync(sessionWsdl);
@@ -19,24 +17,18 @@ async function main(sessionWsdl, stateWsdl) {
   console.log(`SESSION ${token}`);
 
   state.addSoapHeader({ token }, '', 'v2', V2);
-  const [result] = await state.GoToStateAsync({
-    Input: {
-      DeviceList: {
-        DeviceIdentifierCollection: DEVICES.map(([imei, iccid]) => ({
-          DeviceIdentifiers: {
-            DeviceIdentifier: [
-              { Kind: 'IMEI', Identifier: imei },
-              { Kind: 'ICCID', Identifier: iccid },
-            ],
-          },
-        })),
-      },
-      ServiceName: 'fast1',
-      StateName: 'new active',
-      ServicePlan: '4G East',
-      MdnZipCode: '94203',
-    },
-  });
+  for (const [key, extra] of FAULTING_CALLS) {
+    try {
+      await state.GoToStateAsync({ Input: { ...GO_TO_STATE_INPUT, ...extra } });
+      console.log(`${key} none: the call succeeded`);
+    } catch (error) {
+      // node-soap's fault: the parsed soap:Fault, on error.root.
+      const fault = error.root && error.root.Envelope.Body.Fault;
+      if (!fault) throw error;
+      console.log(`${key} ${fault.faultcode} ${text(fault.faultstring)}`);
+    }
+  }
+  const [result] = await state.GoToStateAsync({ Input: GO_TO_STATE_INPUT });
   console.log(`REQUEST ${result.Output.RequestId}`);
 }
 

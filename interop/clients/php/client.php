@@ -24,11 +24,21 @@ foreach ([['990000862471854', '89148000000800784259'], ['990000862471855', '8914
     ]]];
 }
 $state->__setSoapHeaders([new SoapHeader(V2, 'token', $token)]);
-$result = $state->GoToState(['Input' => [
+$request = [
     'DeviceList' => ['DeviceIdentifierCollection' => $devices],
     'ServiceName' => 'fast1',
     'StateName' => 'new active',
     'ServicePlan' => '4G East',
     'MdnZipCode' => '94203',
-]]);
+];
+// The session has expired (the simulator says so), then a legacy rule broken.
+foreach (['EXPIRED_FAULT' => [], 'CLIENT_FAULT' => ['SkuNumber' => str_repeat('S', 21)]] as $key => $extra) {
+    try {
+        $state->GoToState(['Input' => $request + $extra]);
+        echo "$key none: the call succeeded\n";
+    } catch (SoapFault $fault) {
+        echo "$key {$fault->faultcode} {$fault->faultstring}\n";
+    }
+}
+$result = $state->GoToState(['Input' => $request]);
 echo "REQUEST {$result->Output->RequestId}\n";

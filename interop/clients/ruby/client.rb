@@ -3,10 +3,9 @@
 # Usage: ruby client.rb SESSION_WSDL_URL STATE_WSDL_URL
 #
 # soap4r does not send the WSDL's header parts; its users add the token header
-# with a SOAP::Header::SimpleHandler, as here. soap4r also fills a nil,
-# nillable complex element with a skeleton (a one-item list of nils) that the
-# service rightly reads as a filter; its users pass SOAP::SOAPNil for the
-# ones they leave out.
+# with a SOAP::Header::SimpleHandler, as here. The call names only what it
+# sends: soap4r fills each optional collection left out with an empty skeleton
+# (a one-item list of nils), which the gateway reads as absent.
 require 'soap/wsdlDriver'
 require 'soap/header/simplehandler'
 
@@ -34,7 +33,7 @@ token = login.output.sessionToken
 puts "SESSION #{token}"
 
 state.headerhandler << TokenHeader.new(token)
-result = state.GoToState(:Input => {
+request = {
   :DeviceList => {
     :DeviceIdentifierCollection => DEVICES.map { |imei, iccid|
       { :DeviceIdentifiers => { :DeviceIdentifier => [
@@ -43,11 +42,20 @@ result = state.GoToState(:Input => {
       ] } }
     },
   },
-  :DeviceCustomFieldFilter => SOAP::SOAPNil.new,
   :ServiceName => 'fast1',
   :StateName => 'new active',
   :ServicePlan => '4G East',
   :MdnZipCode => '94203',
-  :CustomFields => SOAP::SOAPNil.new,
-})
+}
+# The session has expired (the simulator says so), then a legacy rule broken.
+[['EXPIRED_FAULT', {}], ['CLIENT_FAULT', { :SkuNumber => 'S' * 21 }]].each do |key, extra|
+  begin
+    state.GoToState(:Input => request.merge(extra))
+    puts "#{key} none: the call succeeded"
+  rescue SOAP::FaultError => fault
+    # soap4r keeps each as a SOAPElement; data is its text.
+    puts "#{key} #{fault.faultcode.data} #{fault.faultstring.data}"
+  end
+end
+result = state.GoToState(:Input => request)
 puts "REQUEST #{result.output.requestId}"

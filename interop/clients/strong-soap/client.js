@@ -6,9 +6,7 @@
 'use strict';
 
 const { soap, QName } = require('strong-soap');
-
-const V2 = 'http://nphase.com/unifiedwebservice/v2';
-const DEVICES = [['990000862471854', '89148000000800784259'], ['990000862471855', '89148000000800784260']];
+const { V2, GO_TO_STATE_INPUT, FAULTING_CALLS, text } = require('../node-calls');
 
 function createClient(url) {
   return new Promise((resolve, reject) => {
@@ -38,24 +36,18 @@ async function main(sessionWsdl, stateWsdl) {
   console.log(`SESSION ${token}`);
 
   state.addSoapHeader({ $value: token }, new QName(V2, 'token'));
-  const result = await call(state, 'GoToState', {
-    Input: {
-      DeviceList: {
-        DeviceIdentifierCollection: DEVICES.map(([imei, iccid]) => ({
-          DeviceIdentifiers: {
-            DeviceIdentifier: [
-              { Kind: 'IMEI', Identifier: imei },
-              { Kind: 'ICCID', Identifier: iccid },
-            ],
-          },
-        })),
-      },
-      ServiceName: 'fast1',
-      StateName: 'new active',
-      ServicePlan: '4G East',
-      MdnZipCode: '94203',
-    },
-  });
+  for (const [key, extra] of FAULTING_CALLS) {
+    const fault = await new Promise((resolve, reject) => {
+      state.GoToState({ Input: { ...GO_TO_STATE_INPUT, ...extra } }, (error) => {
+        // strong-soap's fault: the parsed soap:Fault, on error.root.
+        if (!error) resolve(null);
+        else if (error.root && error.root.Envelope.Body.Fault) resolve(error.root.Envelope.Body.Fault);
+        else reject(error);
+      });
+    });
+    console.log(fault ? `${key} ${fault.faultcode} ${text(fault.faultstring)}` : `${key} none: the call succeeded`);
+  }
+  const result = await call(state, 'GoToState', { Input: GO_TO_STATE_INPUT });
   console.log(`REQUEST ${result.Output.RequestId}`);
 }
 

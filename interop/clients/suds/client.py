@@ -5,6 +5,7 @@ Usage: python client.py SESSION_WSDL_URL STATE_WSDL_URL
 
 import sys
 
+import suds
 import suds.client
 
 SESSION = "http://schemas.datacontract.org/2004/07/NPhase.UnifiedWebService.APIs.v2.Contract.SessionService"
@@ -39,6 +40,17 @@ def main(session_wsdl, state_wsdl):
     request.DeviceList = device_list
     request.ServiceName, request.StateName, request.ServicePlan = "fast1", "new active", "4G East"
     request.MdnZipCode = "94203"
+
+    # The session has expired (the simulator says so), then a legacy rule broken.
+    for key, sku_number in (("EXPIRED_FAULT", None), ("CLIENT_FAULT", "S" * 21)):
+        request.SkuNumber = sku_number
+        try:
+            state.service.GoToState(request)
+            print(f"{key} none: the call succeeded", flush=True)
+        except suds.WebFault as error:
+            print(f"{key} {error.fault.faultcode} {error.fault.faultstring}", flush=True)
+
+    request.SkuNumber = None
     result = state.service.GoToState(request)
     print(f"REQUEST {result.RequestId}", flush=True)
 
