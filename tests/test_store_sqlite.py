@@ -28,10 +28,10 @@ def store(path):
 def test_the_schema_is_created_on_first_open_in_wal_mode(path):
     SqliteStore(path).close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(SqliteStore.MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"settings", "registrations", "requests", "outbox"} <= tables
+    assert {"settings", "registrations", "requests", "outbox", "attempts"} <= tables
 
 
 def test_every_connection_syncs_in_full_so_an_acknowledged_callback_survives_power_loss(store):
@@ -46,8 +46,8 @@ def test_every_connection_syncs_in_full_so_an_acknowledged_callback_survives_pow
 def test_a_file_with_a_newer_schema_is_refused(path):
     SqliteStore(path).close()
     with sqlite3.connect(path) as db:
-        db.execute("PRAGMA user_version = 2")
-    with pytest.raises(RuntimeError, match="schema version 2"):
+        db.execute(f"PRAGMA user_version = {len(SqliteStore.MIGRATIONS) + 1}")
+    with pytest.raises(RuntimeError, match=f"schema version {len(SqliteStore.MIGRATIONS) + 1}"):
         SqliteStore(path)
 
 

@@ -124,17 +124,19 @@ class DeliveryWorker:
             max_callback_threshold=self._settings.max_attempts,
             kind_spellings=self._store.kind_spellings(delivery.request_id),
         )
+        started = time.monotonic()
         problem = self._post(http, delivery.url, envelope)
         now = time.time()
+        history = {"url": delivery.url, "duration_s": time.monotonic() - started}  # for the entry's attempts
         if problem is None:
-            self._store.mark_delivered(delivery.id, self._id, now)
+            self._store.mark_delivered(delivery.id, self._id, now, **history)
             CALLBACKS_DELIVERED.inc()
             log.info("callback %d requestId=%s delivered (attempt %d)", delivery.id, delivery.request_id, attempt)
             return
         retry_at = None
         if attempt < self._settings.max_attempts:
             retry_at = now + self._settings.backoff_s * 2 ** (attempt - 1)
-        self._store.mark_failed(delivery.id, self._id, now, problem, retry_at)
+        self._store.mark_failed(delivery.id, self._id, now, problem, retry_at, **history)
         (CALLBACKS_RETRIED if retry_at else CALLBACKS_DEAD).inc()
         log.warning(
             "callback %d requestId=%s attempt %d/%d failed: %s%s",

@@ -74,6 +74,25 @@ MIGRATIONS = (
         )""",
         "CREATE INDEX outbox_state_next_attempt_at ON outbox (state, next_attempt_at)",
     ),
+    # 2: for `m2m-gateway trace`. Every delivery attempt, kept as long as its
+    # outbox entry; and of each forwarded request its account filter and
+    # number of devices (remembered_at is when it was forwarded).
+    (
+        """CREATE TABLE attempts (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            outbox_id BIGINT NOT NULL,
+            number INTEGER NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            url TEXT,
+            outcome TEXT NOT NULL,
+            ok BOOLEAN NOT NULL,
+            duration_s DOUBLE PRECISION
+        )""",
+        "CREATE INDEX attempts_outbox_id ON attempts (outbox_id)",
+        "CREATE INDEX outbox_request_id ON outbox (request_id)",
+        "ALTER TABLE requests ADD COLUMN account TEXT",
+        "ALTER TABLE requests ADD COLUMN devices INTEGER",
+    ),
 )
 
 # :name, but not the second colon of a :: cast.

@@ -59,6 +59,26 @@ MIGRATIONS = (
         )""",
         "CREATE INDEX outbox_state_next_attempt_at ON outbox (state, next_attempt_at)",
     ),
+    # 2: for `m2m-gateway trace`. Every delivery attempt, kept as long as its
+    # outbox entry; and of each forwarded request its account filter and
+    # number of devices (remembered_at is when it was forwarded).
+    (
+        # Plain rowids: attempts are ordered by id within an entry, never named by it.
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            outbox_id BIGINT NOT NULL,
+            number INTEGER NOT NULL,
+            at REAL NOT NULL,
+            url TEXT,
+            outcome TEXT NOT NULL,
+            ok INTEGER NOT NULL,
+            duration_s REAL
+        )""",
+        "CREATE INDEX attempts_outbox_id ON attempts (outbox_id)",
+        "CREATE INDEX outbox_request_id ON outbox (request_id)",
+        "ALTER TABLE requests ADD COLUMN account TEXT",
+        "ALTER TABLE requests ADD COLUMN devices INTEGER",
+    ),
 )
 
 
