@@ -13,12 +13,14 @@ import multiprocessing
 import os
 import queue
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from gateway import cli, config, trace
+from gateway import config, trace
 from gateway.exceptions import ConfigError
 from gateway.store import (
     Attempt,
@@ -555,9 +557,7 @@ def _open_at_schema_1(settings):
     return Schema1Store(settings.url or settings.path)
 
 
-def test_a_store_written_by_the_previous_schema_opens_and_traces_what_arrives_after_the_upgrade(
-    settings, monkeypatch, capsys
-):
+def test_a_store_written_by_the_previous_schema_opens_and_traces_what_arrives_after_the_upgrade(settings):
     old = _open_at_schema_1(settings)
     register(old)
     old.add_callback("before", ACCOUNT, SERVICE, "r", json.dumps(_event("990000000000001")), NOW)
@@ -583,11 +583,13 @@ def test_a_store_written_by_the_previous_schema_opens_and_traces_what_arrives_af
         store.mark_delivered(delivery.id, "new-worker", NOW + 6, url=URL, duration_s=0.5)
     store.close()
 
-    monkeypatch.setenv("M2MGW_STORE_PATH", settings.path)
-    if settings.url:
-        monkeypatch.setenv("M2MGW_STORE_URL", settings.url)
-    assert cli.main(["trace", "r", "--json"]) == 0
-    document = json.loads(capsys.readouterr().out)
+    store_env = {"M2MGW_STORE_PATH": settings.path, "M2MGW_STORE_URL": settings.url or ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "trace", "r", "--json"],
+        env={**os.environ, **store_env}, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
     before, after = document["callbacks"]
     assert document["forwarded_at"] == trace.iso_utc(NOW - 1)
     assert (before["device"], before["state"], before["last_error"]) == ("990000000000001", "delivered", "listener answered HTTP 503")
