@@ -7,23 +7,15 @@ credentials nor the listener URL's user info, and the listener's Username
 and Password are not part of a callback's record.
 """
 
-import datetime
 import json
 
+from gateway.logs import iso_utc
 from gateway.store.records import DEAD, DELIVERED, PENDING
 from gateway.translate import callback
 
 # The states of a callback as an operator sees them: pending entries without
 # a registered listener are waiting for one; claimed ones are pending too.
 WAITING = "waiting"
-
-
-def iso_utc(timestamp):
-    """Epoch seconds as ISO 8601 UTC to the millisecond (``2026-12-02T04:30:38.673Z``); None stays None."""
-    if timestamp is None:
-        return None
-    moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def story(request_id, forwarded, callbacks):

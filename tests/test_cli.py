@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from gateway.store import SqliteStore
-from gateway.trace import iso_utc
+from gateway.logs import iso_utc
 from tests.conftest import ROOT
 
 

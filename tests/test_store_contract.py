@@ -20,8 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from gateway import config, trace
+from gateway import config
 from gateway.exceptions import ConfigError
+from gateway.logs import iso_utc
 from gateway.store import (
     Attempt,
     Delivery,
@@ -591,12 +592,12 @@ def test_a_store_written_by_the_previous_schema_opens_and_traces_what_arrives_af
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     before, after = document["callbacks"]
-    assert document["forwarded_at"] == trace.iso_utc(NOW - 1)
+    assert document["forwarded_at"] == iso_utc(NOW - 1)
     assert (before["device"], before["state"], before["last_error"]) == ("990000000000001", "delivered", "listener answered HTTP 503")
     # The envelope said CallbackCount 2: the first attempt was counted before the upgrade.
     assert [(a["number"], a["outcome"], a["ok"]) for a in before["attempts"]] == [(2, "acknowledged", True)]
     assert (after["device"], after["status"], after["state"]) == ("990000000000002", "Failed", "delivered")
-    assert [(a["number"], a["at"], a["url"]) for a in after["attempts"]] == [(1, trace.iso_utc(NOW + 5.5), URL)]
+    assert [(a["number"], a["at"], a["url"]) for a in after["attempts"]] == [(1, iso_utc(NOW + 5.5), URL)]
 
 
 def _event(imei, status="Success"):
