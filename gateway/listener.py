@@ -35,8 +35,9 @@ def listener(environ, start_response):
         for password in envelope.iter(f"{{{ns.V2}}}Password"):
             password.text = "********" if password.text else None  # no secret on the screen
         shown = etree.tostring(envelope, pretty_print=True).decode()
+    block = textwrap.indent(shown.rstrip(), "    ")
     with _printing:
-        sys.stdout.write(f"\n{iso_utc(time.time())} callback received on {request.path}:\n{textwrap.indent(shown.rstrip(), '    ')}\n\n")
+        sys.stdout.write(f"\n{iso_utc(time.time())} callback received on {request.path}:\n{block}\n\n")
         sys.stdout.flush()
     return Response(status=200)(environ, start_response)
 

@@ -124,7 +124,8 @@ class SqlStore(ABC):
     # -- what each ThingSpace request asked for ------------------------------
 
     def remember_request(self, request_id, kind_spellings, now, account=None, devices=None):
-        """Remember a GoToState forwarded at ``now``: its kind spellings, and for ``trace`` its account filter and number of devices."""
+        """Remember a GoToState forwarded at ``now``: its kind spellings, and for
+        ``trace`` its account filter and number of devices (None: not said)."""
         with self._write() as db:
             db.execute(
                 """INSERT INTO requests (request_id, kind_spellings, remembered_at, account, devices)
@@ -374,11 +375,12 @@ class SqlStore(ABC):
     def _settle(self, id, worker, assignments, values, attempt):
         """Apply ``assignments`` if ``worker`` still holds the entry, and add ``attempt`` to its history.
 
-        In one transaction: the history has exactly the attempts that counted.
-        The attempt's number is the entry's count of attempts after the
-        update, plus one if it did not count one more (a delivery). An attempt
-        of a worker that lost its claim is not recorded: another worker now
-        owns the entry and its history.
+        ``attempt.at`` is when it ended (``now``); it is kept as when it
+        began. Its number is the entry's count of attempts after the update,
+        plus one if the update did not count one (a delivery): the envelope's
+        CallbackCount. In one transaction, so the history has exactly the
+        attempts that counted: that of a worker that lost its claim is not
+        recorded, as another worker now owns the entry and its history.
         """
         with self._write() as db:
             cursor = db.execute(

@@ -299,8 +299,8 @@ def kind_spellings(request):
     """Lower-case kind → the first spelling of it in a ``GoToStateRequest``'s DeviceList,
     for the kinds whose spelling the envelope would not produce by itself.
 
-    Most clients spell kinds as the legacy document does (``IMEI``); their
-    requests need nothing remembered, which spares the store a write.
+    Most clients spell kinds as the legacy document does (``IMEI``): for
+    their requests this is empty, and the store keeps only ``{}``.
     """
     spellings = {}
     for device in request.DeviceList or ():
