@@ -89,3 +89,10 @@ def test_a_closed_store_gives_its_connections_back_to_the_server(store, postgres
     while connections() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert connections() == 0
+
+
+def test_the_unflushed_request_memory_leaves_every_other_commit_flushed(store):
+    store.remember_request("r", {}, NOW, account="a", devices=1)
+    # The same connection, back in the pool: the setting was for that transaction only.
+    assert {row[0] for row in store._read("SHOW synchronous_commit")} == {"on"}
+    assert store.forwarded_request("r").devices == 1

@@ -64,3 +64,17 @@ def test_connections_of_finished_threads_are_closed_and_close_closes_them_all(st
     assert open_handles() <= before + 1  # the last thread's, closed by the next one to connect
     store.close()
     assert open_handles() == 0
+
+
+def test_the_unflushed_request_memory_leaves_every_other_commit_flushed(store, path):
+    def synchronous():
+        return store._connection().execute("PRAGMA synchronous").fetchone()[0]
+
+    store.remember_request("r", {}, 1000.0, account="a", devices=1)
+    assert synchronous() == 2  # FULL again, for the outbox's commits
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON requests BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
+    with pytest.raises(sqlite3.DatabaseError, match="disk trouble"):
+        store.remember_request("s", {}, 1000.0)
+    assert synchronous() == 2
+    assert store.forwarded_request("r").devices == 1

@@ -142,8 +142,10 @@ class PostgresStore(SqlStore):
             db.close()
 
     @contextmanager
-    def _write(self):
+    def _write(self, flushed=True):
         with self._connection() as db, db.transaction(), db.cursor() as cursor:
+            if not flushed:
+                cursor.execute("SET LOCAL synchronous_commit = off")  # this transaction only
             yield cursor
 
     def _read(self, sql, parameters=None):

@@ -18,6 +18,9 @@ from pathlib import Path
 from gateway.store.sql import SqlStore, StoreClosed
 
 BUSY_TIMEOUT_S = 10
+# Every commit reaches the disk before it returns: an acknowledged callback
+# must survive a power loss, not just a crash.
+SYNCHRONOUS = "FULL"
 
 # MIGRATIONS[n] takes the schema from version n to n + 1 (PRAGMA user_version).
 # Append to it; never edit a step that has shipped.
@@ -125,8 +128,12 @@ class SqliteStore(SqlStore):
             self._connections.clear()
 
     @contextmanager
-    def _write(self):
+    def _write(self, flushed=True):
         db = self._connection()
+        if not flushed:
+            # In WAL mode: committed without waiting for the disk; the next
+            # FULL commit or checkpoint flushes it.
+            db.execute("PRAGMA synchronous = NORMAL")
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -134,6 +141,9 @@ class SqliteStore(SqlStore):
         except BaseException:
             db.rollback()
             raise
+        finally:
+            if not flushed:
+                db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
 
     def _read(self, sql, parameters=None):
         return self._connection().execute(sql, parameters or ()).fetchall()
@@ -168,8 +178,7 @@ class SqliteStore(SqlStore):
             # check_same_thread=False: only so that close() and the sweep
             # above can close another thread's connection.
             db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-            # Per connection, not stored in the file. FULL: an acknowledged
-            # callback must survive a power loss, not just a crash.
-            db.execute("PRAGMA synchronous = FULL")
+            # Per connection, not stored in the file.
+            db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
             self._connections[threading.current_thread()] = db
             return db
