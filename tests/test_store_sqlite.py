@@ -72,6 +72,8 @@ def test_the_unflushed_request_memory_leaves_every_other_commit_flushed(store, p
 
     store.remember_request("r", {}, 1000.0, account="a", devices=1)
     assert synchronous() == 2  # FULL again, for the outbox's commits
+    store.remember_request("spelled", {"imei": "Imei"}, 1000.0)
+    assert synchronous() == 2
     with sqlite3.connect(path) as db:
         db.execute("CREATE TRIGGER refuse BEFORE INSERT ON requests BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
     with pytest.raises(sqlite3.DatabaseError, match="disk trouble"):

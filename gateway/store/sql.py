@@ -127,10 +127,12 @@ class SqlStore(ABC):
         """Remember a GoToState forwarded at ``now``: its kind spellings, and for
         ``trace`` its account filter and number of devices (None: not said).
 
-        Not flushed to disk before it returns: it is written for every GoToState,
-        and the gateway can do without it (see ``_write``).
+        Flushed to disk before it returns only when there are spellings to
+        keep (the callbacks' envelopes need them). Most requests have none:
+        for those, written for ``trace`` alone on every GoToState, the gateway
+        does not wait for the disk (see ``_write``).
         """
-        with self._write(flushed=False) as db:
+        with self._write(flushed=bool(kind_spellings)) as db:
             db.execute(
                 """INSERT INTO requests (request_id, kind_spellings, remembered_at, account, devices)
                 VALUES (:request_id, :kind_spellings, :now, :account, :devices)
