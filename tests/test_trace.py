@@ -14,6 +14,9 @@ import time
 
 import pytest
 
+from gateway import trace as trace_story
+from gateway.logs import iso_utc
+from gateway.store import Attempt, ForwardedRequest, StoredCallback
 from tests.conftest import ROOT
 from tests.test_callbacks import (
     LEGACY_PASSWORD,
@@ -142,3 +145,58 @@ def test_a_go_to_state_the_store_could_not_remember_is_answered_and_its_callback
     assert document["forwarded_at"] is None
     assert [callback["device"] for callback in document["callbacks"]] == [IMEIS[0]]
     assert "requestId=%s: not remembered" % request_id in gateway.log()
+
+
+# -- the story, from the store's records (no process needed) ---------------------------------
+
+
+def _stored(id, state, imei, *, status="Success", listener=True, attempts=(), last_error=None, response=None):
+    body = {"requestId": "r", "deviceIds": [{"kind": "imei", "id": imei}], "status": status}
+    if response:
+        body["deviceResponse"] = {"goToStateResponse": response}
+    return StoredCallback(id, "acct", "StateService", state, 1000.0 + id, 2000.0, last_error, listener, json.dumps(body), attempts)
+
+
+def test_each_state_of_a_callback_is_told_with_what_an_operator_needs_next():
+    failed = Attempt(2, 1, 1003.0, "http://listener.example/cb", "listener answered HTTP 503", False, 0.0125)
+    document = trace_story.story(
+        "r",
+        ForwardedRequest("r", 999.5, "acct", 4, {"imei": "Imei"}),
+        [
+            _stored(1, "pending", "990000000000001", listener=False),
+            _stored(2, "pending", "990000000000002", attempts=(failed,), last_error=failed.outcome),
+            _stored(3, "claimed", "990000000000003"),
+            _stored(4, "dead", "990000000000004", status="Failed", last_error="no listener registered within 60 s",
+                    response={"stageStateChangeReasonCode": "DEVICE_NOT_READY", "stageStateChangeReasonDesc": "Not ready"}),
+        ],
+    )
+    waiting, retrying, sending, dead = document["callbacks"]
+    assert (document["forwarded_at"], document["account"], document["devices"]) == (iso_utc(999.5), "acct", 4)
+    assert (waiting["state"], waiting["next_retry_at"]) == ("waiting", None)
+    assert (retrying["state"], retrying["next_retry_at"]) == ("pending", iso_utc(2000.0))
+    assert retrying["attempts"] == [{
+        "number": 1, "at": iso_utc(1003.0), "url": "http://listener.example/cb",
+        "outcome": "listener answered HTTP 503", "ok": False, "duration_s": 0.013,
+    }]
+    assert (sending["state"], sending["next_retry_at"]) == ("pending", None)
+    assert (dead["state"], dead["status"], dead["reason"]) == ("dead", "Failed", "DEVICE_NOT_READY: Not ready")
+
+    lines = trace_story.timeline(document).splitlines()
+    assert lines[:2] == ["request r", f"  {iso_utc(999.5)}  forwarded to ThingSpace: 4 devices, account acct, kinds spelled Imei"]
+    text = "\n".join(lines)
+    assert "device imei 990000000000001, Success; waiting for a listener for acct StateService" in text
+    assert f"device imei 990000000000002, Success; pending, next attempt {iso_utc(2000.0)}" in text
+    assert f"    {iso_utc(1003.0)}  attempt 1 to http://listener.example/cb: listener answered HTTP 503 (13 ms)" in text
+    assert "device imei 990000000000003, Success; pending, being delivered" in text
+    assert "device imei 990000000000004, Failed (DEVICE_NOT_READY: Not ready); dead" in text
+    assert "    given up: no listener registered within 60 s" in text
+
+
+def test_a_request_the_store_does_not_know_has_no_story_and_one_not_remembered_says_so():
+    assert trace_story.story("r", None, []) is None
+    document = trace_story.story("r", None, [_stored(1, "delivered", "990000000000001")])
+    assert document["forwarded_at"] is None
+    text = trace_story.timeline(document)
+    assert "forwarding not known to this store" in text
+    assert "its attempts were made before the gateway kept them" in text
+    assert "no callback received yet" in trace_story.timeline(trace_story.story("r", ForwardedRequest("r", 1.0, None, None, {}), []))
