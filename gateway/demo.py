@@ -3,8 +3,9 @@
 Ctrl-C (or SIGTERM, or the terminal going away) stops the three and exits 0.
 Each child runs in a process group of its own, so that only the demo gets a
 terminal's Ctrl-C and stops each child once, gracefully, with SIGTERM (a
-gunicorn hit by the terminal's SIGINT and then the demo's SIGTERM can hang in
-its workers' exit). What does not stop in time is killed with its group.
+gunicorn hit by the terminal's SIGINT and then the demo's SIGTERM was seen to
+wait out its graceful timeout in a worker's exit). What does not stop in time
+is killed with its group.
 """
 
 import os
