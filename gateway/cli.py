@@ -261,8 +261,8 @@ def _callbacks_list(args):
 
 
 def _callbacks_outbox(args):
-    from gateway.store.records import PENDING
     from gateway.logs import iso_utc
+    from gateway.store.records import PENDING
 
     store = _store(args)
     entries, last_attempts = store.outbox(args.state), store.last_attempts(args.state)
