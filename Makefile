@@ -35,8 +35,9 @@ $(STAMP): $(VENV_PYTHON_ID) setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# DEMO_ARGS: e.g. --listener-port 9082 --config FILE
 run: $(STAMP)
-	$(BIN)/m2m-gateway demo
+	$(BIN)/m2m-gateway demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -3,7 +3,7 @@
 import logging
 import time
 
-from werkzeug.serving import WSGIRequestHandler
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 log = logging.getLogger("gateway.access")
 
@@ -39,8 +39,18 @@ class AccessLog:
             )
 
 
-class QuietRequestHandler(WSGIRequestHandler):
+class _QuietRequestHandler(WSGIRequestHandler):
     """werkzeug's request handler without its own access lines (query strings, colours)."""
 
     def log_request(self, code="-", size="-"):
         pass
+
+
+def serve_quietly(host, port, app):
+    """Serve ``app`` on werkzeug's threaded development server until interrupted.
+
+    For the simulator and the demo listener. Not through ``run_simple``: its
+    banner is in ANSI colours and spans lines, which the one-line log format
+    shows as escape codes and a literal ``\\n``; the callers log their URL.
+    """
+    make_server(host, port, app, threaded=True, request_handler=_QuietRequestHandler).serve_forever()

@@ -58,6 +58,17 @@ def _parser():
     )
     _callbacks_commands(callbacks)
 
+    trace = commands.add_parser(
+        "trace",
+        help="the story of one GoToState: forwarded, called back, every delivery attempt",
+        description="Tell what the store knows of one GoToState request: when it was forwarded, every callback "
+        "ThingSpace sent for it, every attempt to deliver each to the legacy listener, and where each stands now.",
+    )
+    trace.add_argument("request_id", metavar="REQUEST_ID", help="the RequestId GoToState answered")
+    trace.add_argument("--json", action="store_true", help="one JSON document instead of a timeline")
+    _config_option(trace)
+    trace.set_defaults(command=_trace)
+
     listener = commands.add_parser(
         "demo-listener",
         help="a legacy callback listener that prints what it receives",
@@ -251,16 +262,19 @@ def _callbacks_list(args):
 
 
 def _callbacks_outbox(args):
-    import datetime
+    from gateway.logs import iso_utc
+    from gateway.store.records import PENDING
 
-    def when(timestamp):
-        return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(timespec="seconds") if timestamp else "-"
-
-    print("id\taccount\tservice\trequestId\tstate\tattempts\treceived\tnext attempt\tlast error")
-    for entry in _store(args).outbox(args.state):
+    store = _store(args)
+    entries, last_attempts = store.outbox(args.state), store.last_attempts(args.state)
+    print("id\taccount\tservice\trequestId\tstate\tattempts\treceived\tnext retry\tlast attempt\tlast error")
+    for entry in entries:
+        next_retry = iso_utc(entry.next_attempt_at) if entry.state == PENDING else "-"
+        last = last_attempts.get(entry.id)
+        last_attempt = f"{iso_utc(last.at)} #{last.number} {last.outcome}" if last else "-"
         print(
             f"{entry.id}\t{entry.account}\t{entry.service}\t{entry.request_id}\t{entry.state}\t{entry.attempts}"
-            f"\t{when(entry.received_at)}\t{when(entry.next_attempt_at)}\t{entry.last_error or '-'}"
+            f"\t{iso_utc(entry.received_at)}\t{next_retry}\t{last_attempt}\t{entry.last_error or '-'}"
         )
 
 
@@ -275,6 +289,22 @@ def _callbacks_retry(args):
         print(f"m2m-gateway: no dead callback with id {args.id}", file=sys.stderr)
         return 1
     print(f"callback {args.id} back to pending")
+    return 0
+
+
+def _trace(args):
+    import json
+
+    from gateway import trace
+
+    store = _store(args)
+    document = trace.story(
+        args.request_id, store.forwarded_request(args.request_id), store.request_callbacks(args.request_id)
+    )
+    if document is None:
+        print(f"m2m-gateway: request {args.request_id!r} is not in the store", file=sys.stderr)
+        return 1
+    print(json.dumps(document, indent=2) if args.json else trace.timeline(document))
     return 0
 
 

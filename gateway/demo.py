@@ -1,10 +1,21 @@
-"""``make run``: the simulator and the gateway as two processes, and how to call them."""
+"""``make run``: the simulator, the demo listener and the gateway as three processes, and how to call them.
 
+Ctrl-C (or SIGTERM, or the terminal going away) stops the three and exits 0.
+Each child runs in a process group of its own, so that only the demo gets a
+terminal's Ctrl-C and stops each child once, gracefully, with SIGTERM (a
+gunicorn hit by the terminal's SIGINT and then the demo's SIGTERM was seen to
+wait out its graceful timeout in a worker's exit). What does not stop in time
+is killed with its group.
+"""
+
+import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway import ns
@@ -15,6 +26,15 @@ from gateway.soap.conventions import soap_action
 
 STARTUP_TIMEOUT_S = 20
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Stop(Exception):
+    """One of STOP_SIGNALS arrived."""
+
+
+def _stop(signum, frame):
+    raise _Stop()
 
 
 def run(settings, config_path=None, listener_port=8082):
@@ -22,30 +42,60 @@ def run(settings, config_path=None, listener_port=8082):
     if upstream.hostname not in LOOPBACK or upstream.port is None:
         raise ConfigError("upstream", "base_url", "the demo runs the simulator there: it must be http://127.0.0.1:PORT")
     config_args = ["--config", config_path] if config_path else []
-    simulator_args = ["simulator", "--host", upstream.hostname, "--port", str(upstream.port)]
-    listener_args = ["demo-listener", "--port", str(listener_port)]
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "gateway", *arguments])
-        for arguments in (simulator_args, listener_args, ["serve", *config_args])
-    ]
-    # SIGTERM ends the demo like Ctrl-C does: through the finally below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    commands = {
+        "the simulator": ["simulator", "--host", upstream.hostname, "--port", str(upstream.port)],
+        "the demo listener": ["demo-listener", "--port", str(listener_port)],
+        "the gateway": ["serve", *config_args],
+    }
+    processes = {}
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop)
     try:
-        _wait_until_listening(upstream.hostname, upstream.port, processes)
-        _wait_until_listening("127.0.0.1", listener_port, processes)
-        _wait_until_listening(settings.server.host, settings.server.port, processes)
-        print(instructions(settings, f"http://127.0.0.1:{listener_port}/"), flush=True)
-        while all(process.poll() is None for process in processes):
+        for name, arguments in commands.items():
+            processes[name] = subprocess.Popen([sys.executable, "-m", "gateway", *arguments], process_group=0)
+        _wait_until_listening(upstream.hostname, upstream.port, processes.values())
+        _wait_until_listening("127.0.0.1", listener_port, processes.values())
+        _wait_until_listening(settings.server.host, settings.server.port, processes.values())
+        print(instructions(settings, f"http://127.0.0.1:{listener_port}/", _trace_command(config_path)), flush=True)
+        while all(process.poll() is None for process in processes.values()):
             time.sleep(0.2)
+        name, process = next((name, process) for name, process in processes.items() if process.poll() is not None)
+        print(f"m2m-gateway demo: {name} exited with status {process.returncode}; stopping", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except _Stop:
         return 0
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            process.wait(timeout=10)
+        for signum in STOP_SIGNALS:  # a second Ctrl-C must not cut the stopping short
+            signal.signal(signum, signal.SIG_IGN)
+        _stop_all(processes.values(), settings.callbacks.timeout_s + 20)
+
+
+def _stop_all(processes, timeout_s):
+    """SIGTERM each, and SIGKILL the process group of any still running after ``timeout_s``.
+
+    The gateway's graceful stop lets the callback being delivered finish:
+    up to ``[callbacks] timeout_s`` and gunicorn's margin.
+    """
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _trace_command(config_path):
+    """``m2m-gateway trace`` as this demo was started, relative to its directory."""
+    if Path(sys.argv[0]).name == "m2m-gateway":
+        program = shlex.quote(sys.argv[0])
+    else:
+        program = f"{shlex.quote(sys.executable)} -m gateway"
+    config_args = f" --config {shlex.quote(config_path)}" if config_path else ""
+    return f'{program} trace "$REQUEST_ID"{config_args}'
 
 
 def _wait_until_listening(host, port, processes):
@@ -61,8 +111,9 @@ def _wait_until_listening(host, port, processes):
     raise SystemExit(f"m2m-gateway demo: nothing listens on {host}:{port} after {STARTUP_TIMEOUT_S} s")
 
 
-def instructions(settings, listener_url):
-    """What the demo prints: URLs, and curl commands that log in, register the listener, call GoToState."""
+def instructions(settings, listener_url, trace_command):
+    """What the demo prints: URLs, curl commands that log in, register the listener, call GoToState,
+    and ``trace_command``, which tells that request's story."""
     base = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
     session_url, state_url = base + service_path("SessionService"), base + service_path("StateService")
     registration_url = base + service_path("CallbackRegistrationService")
@@ -102,7 +153,7 @@ m2m-gateway is running (Ctrl-C stops it):
   demo legacy listener  {listener_url} (prints the SOAP callbacks it receives)
 
 Log in, register the demo listener, then move two devices to a new state
-(paste into a shell; the listener prints one callback per device):
+(paste into a shell in this directory; the listener prints one callback per device):
 
 TOKEN=$(curl -s {session_url} -H 'Content-Type: text/xml; charset=utf-8' \\
   -H 'SOAPAction: "{soap_action("SessionService", "LogIn")}"' \\
@@ -113,9 +164,14 @@ curl -s {registration_url} -H 'Content-Type: text/xml; charset=utf-8' \\
   -H 'SOAPAction: "{soap_action("CallbackRegistrationService", "RegisterCallback")}"' \\
   --data '{register}'; echo
 
-curl -s {state_url} -H 'Content-Type: text/xml; charset=utf-8' \\
+REQUEST_ID=$(curl -s {state_url} -H 'Content-Type: text/xml; charset=utf-8' \\
   -H 'SOAPAction: "{soap_action("StateService", "GoToState")}"' \\
-  --data '{go_to_state}'; echo
+  --data '{go_to_state}' \\
+  | sed -n 's|.*<a:RequestId>\\([^<]*\\)</a:RequestId>.*|\\1|p'); echo "RequestId: $REQUEST_ID"
+
+Then follow that request end to end: forwarded, called back, each delivery attempt:
+
+{trace_command}
 """
 
 

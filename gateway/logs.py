@@ -81,6 +81,18 @@ def configure(format="text", level="INFO", stream=None):
     logging.getLogger("spyne").setLevel(logging.CRITICAL)
 
 
+def iso_utc(timestamp):
+    """Epoch seconds as ISO 8601 UTC to the millisecond (``2026-12-02T04:30:38.673Z``); None stays None.
+
+    The times of JSON log lines, of ``trace`` and of the outbox listings: one
+    format, so that they can be matched with each other.
+    """
+    if timestamp is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _add_request_id(record):
     record.request_id = request_id.get()
     return True
@@ -99,9 +111,7 @@ class _TextFormatter(logging.Formatter):
 class _JsonFormatter(logging.Formatter):
     def format(self, record):
         line = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "time": iso_utc(record.created),
             "level": record.levelname,
             "logger": record.name,
             "request_id": record.request_id,

@@ -10,6 +10,7 @@ slow upstream calls from holding a whole process: each worker serves
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 
@@ -73,10 +74,17 @@ def run(settings):
     # prometheus_client's variable (see gateway.metrics), set before any worker
     # imports it: each worker keeps its counters in this directory, and a
     # scrape of any of them sums all.
-    with tempfile.TemporaryDirectory(prefix="m2m-gateway-metrics-") as metrics_dir:
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+    metrics_dir = tempfile.mkdtemp(prefix="m2m-gateway-metrics-")
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+    master = os.getpid()
+    try:
         _check_store(settings)
         GatewayServer(settings).run()
+    finally:
+        # A worker is a fork of this very call and leaves by unwinding it:
+        # only the master may remove what the other workers still use.
+        if os.getpid() == master:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _check_store(settings):

@@ -176,6 +176,7 @@ class Listener:
 
         self.received = []  # (path, headers, body, status, when answered)
         self.status = 200
+        self.next_statuses = []  # answered, in order, to the next POSTs before `status` again
         self.delay_s = 0.0  # how long it takes to answer: past the gateway's timeout, a failure
         self._lock = threading.Lock()
         listener = self
@@ -183,7 +184,9 @@ class Listener:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, delay_s = listener.status, listener.delay_s
+                with listener._lock:
+                    status = listener.next_statuses.pop(0) if listener.next_statuses else listener.status
+                delay_s = listener.delay_s
                 time.sleep(delay_s)
                 with listener._lock:
                     listener.received.append((self.path, dict(self.headers), body, status, time.time()))

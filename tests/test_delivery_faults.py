@@ -145,7 +145,10 @@ def test_a_poison_entry_fails_alone_and_is_dead_lettered_with_its_reason(
     # And one whose request memory is garbage: the store lookup for it fails.
     add(store, "r-bad-memory", imei="990000862471855")
     with sqlite3.connect(store_path) as db:
-        db.execute("INSERT INTO requests VALUES ('r-bad-memory', '{not json', ?)", (time.time(),))
+        db.execute(
+            "INSERT INTO requests (request_id, kind_spellings, remembered_at) VALUES ('r-bad-memory', '{not json', ?)",
+            (time.time(),),
+        )
     add(store, "r-good-2", imei="990000862471856")
 
     worker = running_worker(store, settings(max_attempts=3))

@@ -3,7 +3,7 @@
 import configparser
 import re
 
-from gateway import config, metrics
+from gateway import cli, config, metrics
 from gateway.soap import faults
 from tests.conftest import ROOT
 
@@ -34,3 +34,24 @@ def test_the_metrics_table_has_every_metric():
     table = README[README.index("### Metrics"):]
     for name in names:
         assert re.search(rf"`{name}(_total)?[{{`]", table), f"{name} is not in the metrics table"
+
+
+def test_the_commands_table_has_every_command_and_action():
+    table = README[README.index("## Commands"):README.index("## Configuration")]
+    documented = set(re.findall(r"^\| `m2m-gateway ([a-z-]+(?: [a-z-]+)?)", table, re.M))
+    commands = _subcommands(cli._parser())
+    expected = set()
+    for name, parser in commands.items():
+        actions = _subcommands(parser)
+        expected |= {f"{name} {action}" for action in actions} if actions else {name}
+    documented |= {f"callbacks {also}" for also in re.findall(r"` / `(\w+)`", table)}  # "pending` / `dead"
+    assert expected <= documented, f"not in the commands table: {sorted(expected - documented)}"
+
+
+def _subcommands(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices
+    return {}

@@ -1,5 +1,7 @@
 """/healthz, /readyz and /metrics of a gateway under gunicorn with two workers."""
 
+import os
+import signal
 import socket
 import time
 
@@ -167,3 +169,22 @@ def test_an_answer_that_cannot_be_written_is_a_logged_and_counted_server_fault(g
     request_id = answer.headers["X-Request-Id"]
     logged = [line for line in gateway.log().splitlines() if f"[{request_id}]" in line]
     assert any("GetCallbackRegistrations ran, but its answer could not be written" in line for line in logged), logged
+
+
+def test_a_worker_that_exits_is_replaced_by_one_that_boots_and_serves_metrics(two_workers):
+    # A worker exits through the master's own stack (fork): what that stack
+    # cleans up on its way out (the metrics directory) must stay for the others.
+    _, *workers = two_workers.pids()
+    os.kill(workers[0], signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while not [pid for pid in two_workers.pids()[1:] if pid not in workers]:
+        assert two_workers.popen.poll() is None, "the gateway stopped: " + two_workers.log()[-2000:]
+        assert time.monotonic() < deadline, "no worker replaced the one that exited"
+        time.sleep(0.05)
+    # A replacement that cannot boot takes the whole gateway down within this.
+    watched_until = time.monotonic() + 2
+    while time.monotonic() < watched_until:
+        assert requests.get(two_workers.url + "/metrics", timeout=10).status_code == 200
+        time.sleep(0.05)
+    assert two_workers.popen.poll() is None
+    assert "Worker failed to boot" not in two_workers.log()

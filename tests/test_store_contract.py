@@ -13,6 +13,8 @@ import multiprocessing
 import os
 import queue
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +22,18 @@ import pytest
 
 from gateway import config
 from gateway.exceptions import ConfigError
-from gateway.store import Delivery, OutboxEntry, PostgresStore, Registration, SqliteStore, StoreClosed, open_store
+from gateway.logs import iso_utc
+from gateway.store import (
+    Attempt,
+    Delivery,
+    ForwardedRequest,
+    OutboxEntry,
+    PostgresStore,
+    Registration,
+    SqliteStore,
+    StoreClosed,
+    open_store,
+)
 
 SPAWN = multiprocessing.get_context("spawn")
 PROCESS_TIMEOUT_S = 60
@@ -223,6 +236,18 @@ def test_registrations_are_put_replaced_listed_and_deleted(store):
 # -- request memory ------------------------------------------------------------------------
 
 
+def test_a_forwarded_request_is_remembered_with_its_account_and_devices_until_forgotten(store):
+    store.remember_request("by-list", {}, NOW, account=ACCOUNT, devices=3)
+    store.remember_request("by-filter", {"imei": "Imei"}, NOW + 1)
+    assert store.forwarded_request("by-list") == ForwardedRequest("by-list", NOW, ACCOUNT, 3, {})
+    assert store.forwarded_request("by-filter") == ForwardedRequest("by-filter", NOW + 1, None, None, {"imei": "Imei"})
+    assert store.kind_spellings("by-list") == {}
+    assert store.forwarded_request("unknown") is None
+
+    assert store.forget_requests_before(NOW + 1) == 1
+    assert store.forwarded_request("by-list") is None
+
+
 def test_requests_are_remembered_and_forgotten_by_age(store):
     store.remember_request("old", {"state": "State"}, NOW - 100)
     store.remember_request("new", {"state": "STATE"}, NOW)
@@ -310,6 +335,88 @@ def test_a_failed_attempt_is_retried_at_its_time_then_given_up(store):
     assert store.next_due_at() is None
 
 
+def test_every_attempt_is_kept_in_order_with_its_outcome_and_duration_and_no_credentials(store):
+    store.put_registration(ACCOUNT, SERVICE, "https://user:s3cret@listener.example:8443/cb?token=t0ken#x", "u", "p")
+    add(store, "a")
+    [delivery] = store.claim_due("w", NOW, lease_s=30, limit=10)
+    store.mark_failed(delivery.id, "w", NOW + 2, "listener answered HTTP 500", NOW + 5, url=delivery.url, duration_s=0.25)
+    [delivery] = store.claim_due("w", NOW + 5, lease_s=30, limit=10)
+    store.mark_failed(delivery.id, "w", NOW + 6, "listener unreachable (ConnectTimeout)", NOW + 10, url=delivery.url, duration_s=1)
+    [delivery] = store.claim_due("w", NOW + 10, lease_s=30, limit=10)
+    store.mark_delivered(delivery.id, "w", NOW + 10.5, url=delivery.url, duration_s=0.5)
+
+    [stored] = store.request_callbacks("request-a")
+    url = "https://listener.example:8443/cb"
+    assert stored.attempts == (
+        Attempt(delivery.id, 1, NOW + 1.75, url, "listener answered HTTP 500", False, 0.25),
+        Attempt(delivery.id, 2, NOW + 5, url, "listener unreachable (ConnectTimeout)", False, 1),
+        Attempt(delivery.id, 3, NOW + 10, url, "acknowledged", True, 0.5),
+    )
+    assert (stored.state, stored.body, stored.listener_registered) == ("delivered", json.dumps({"key": "a"}), True)
+
+
+def test_an_attempt_without_a_post_is_kept_too(store):
+    register(store)
+    add(store, "a")
+    [delivery] = store.claim_due("w", NOW, lease_s=30, limit=10)
+    store.mark_failed(delivery.id, "w", NOW, "the stored callback cannot be turned into an envelope", retry_at=None)
+    [stored] = store.request_callbacks("request-a")
+    assert stored.attempts == (
+        Attempt(delivery.id, 1, NOW, None, "the stored callback cannot be turned into an envelope", False, None),
+    )
+
+
+def test_the_attempt_of_a_worker_that_lost_its_claim_is_not_recorded(store):
+    register(store)
+    add(store, "a")
+    [first] = store.claim_due("dies", NOW, lease_s=10, limit=10)
+    [second] = store.claim_due("takes-over", NOW + 11, lease_s=10, limit=10)
+    assert store.mark_delivered(first.id, "dies", NOW + 12, url=URL, duration_s=0.1) is False
+    assert store.mark_failed(first.id, "dies", NOW + 12, "late", NOW + 60, url=URL, duration_s=0.1) is False
+    assert store.request_callbacks("request-a")[0].attempts == ()
+    assert store.mark_delivered(second.id, "takes-over", NOW + 12, url=URL, duration_s=0.1) is True
+    assert [attempt.number for attempt in store.request_callbacks("request-a")[0].attempts] == [1]
+
+
+def test_attempts_are_numbered_afresh_after_an_operator_retry(store):
+    register(store)
+    add(store, "a")
+    [delivery] = store.claim_due("w", NOW, lease_s=30, limit=10)
+    store.mark_failed(delivery.id, "w", NOW + 1, "refused", retry_at=None, url=URL)
+    store.retry(delivery.id, NOW + 100)
+    [delivery] = store.claim_due("w", NOW + 100, lease_s=30, limit=10)
+    store.mark_delivered(delivery.id, "w", NOW + 101, url=URL)
+    # As CallbackCount in the envelopes: the retry gave a fresh round.
+    assert [(a.number, a.ok) for a in store.request_callbacks("request-a")[0].attempts] == [(1, False), (1, True)]
+
+
+def test_the_callbacks_of_a_request_are_listed_oldest_first_with_whether_a_listener_waits(store):
+    register(store)
+    store.add_callback("late", ACCOUNT, SERVICE, "r", "{}", NOW + 5)
+    store.add_callback("early", "unregistered", SERVICE, "r", "{}", NOW)
+    store.add_callback("other", ACCOUNT, SERVICE, "another request", "{}", NOW)
+    early, late = store.request_callbacks("r")
+    assert (early.account, early.received_at, early.listener_registered, early.attempts) == ("unregistered", NOW, False, ())
+    assert (late.account, late.state, late.next_attempt_at, late.listener_registered) == (ACCOUNT, "pending", NOW + 5, True)
+    assert store.request_callbacks("unknown") == []
+
+
+def test_the_last_attempt_of_each_listed_entry(store):
+    register(store)
+    for key in ("retried", "dead", "untried"):
+        add(store, key)
+    retried, dead, _ = store.claim_due("w", NOW, lease_s=30, limit=2) + [None]
+    store.mark_failed(retried.id, "w", NOW + 1, "first", NOW + 10, url=URL)
+    store.mark_failed(dead.id, "w", NOW + 1, "refused", None, url=URL)
+    [retried] = store.claim_due("w", NOW + 10, lease_s=30, limit=1)
+    store.mark_failed(retried.id, "w", NOW + 11, "second", NOW + 20, url=URL)
+
+    assert {id: (a.number, a.outcome) for id, a in store.last_attempts("pending").items()} == {retried.id: (2, "second")}
+    assert {id: (a.number, a.outcome) for id, a in store.last_attempts("dead").items()} == {dead.id: (1, "refused")}
+    with pytest.raises(ValueError):
+        store.last_attempts("delivered")
+
+
 def test_retry_and_retry_all_revive_dead_entries_with_fresh_attempts(store):
     register(store)
     for key in ("a", "b", "c"):
@@ -380,6 +487,21 @@ def test_delivered_entries_are_kept_until_purged_and_then_their_key_is_free(stor
     assert add(store, "new") is False
 
 
+def test_the_attempts_of_a_purged_entry_go_with_it(store, settings):
+    register(store)
+    add(store, "old")
+    add(store, "new")
+    old, new = store.claim_due("w", NOW, lease_s=30, limit=10)
+    store.mark_delivered(old.id, "w", NOW, url=URL)
+    store.mark_failed(new.id, "w", NOW, "refused", None, url=URL)
+    store.purge_delivered_before(NOW + 50)
+    assert store.request_callbacks("request-old") == []
+    assert len(store.request_callbacks("request-new")[0].attempts) == 1
+    with store._write() as db:  # no attempt left behind without its entry
+        ((orphans,),) = db.execute("SELECT COUNT(*) FROM attempts WHERE outbox_id NOT IN (SELECT id FROM outbox)").fetchall()
+    assert orphans == 0
+
+
 def test_timestamps_keep_their_fractions_of_a_second(store):
     now = 1_767_225_600.123456  # 2026, to the microsecond
     store.add_callback("a", ACCOUNT, SERVICE, "request-a", "{}", now)
@@ -421,3 +543,63 @@ def test_an_acknowledged_callback_survives_the_process_being_killed(settings):
     store = open_store(settings)
     assert [e.request_id for e in store.outbox("pending")] == ["request-key-0", "request-key-1", "request-key-2"]
     store.close()
+
+
+# -- the previous schema ------------------------------------------------------------------
+
+
+def _open_at_schema_1(settings):
+    """The store as the gateway before attempts were kept created it (its first migration only)."""
+    backend = PostgresStore if settings.url else SqliteStore
+
+    class Schema1Store(backend):
+        MIGRATIONS = backend.MIGRATIONS[:1]
+
+    return Schema1Store(settings.url or settings.path)
+
+
+def test_a_store_written_by_the_previous_schema_opens_and_traces_what_arrives_after_the_upgrade(settings):
+    old = _open_at_schema_1(settings)
+    register(old)
+    old.add_callback("before", ACCOUNT, SERVICE, "r", json.dumps(_event("990000000000001")), NOW)
+    [delivery] = old.claim_due("old-worker", NOW, lease_s=30, limit=10)
+    with old._write() as db:  # what that gateway's remember_request and mark_failed wrote
+        db.execute(
+            "INSERT INTO requests (request_id, kind_spellings, remembered_at) VALUES ('r', :spellings, :now)",
+            {"spellings": json.dumps({"imei": "Imei"}), "now": NOW - 1},
+        )
+        db.execute(
+            """UPDATE outbox SET state = 'pending', attempts = attempts + 1, next_attempt_at = :retry_at,
+            last_error = 'listener answered HTTP 503', last_error_at = :now, claimed_by = NULL, claimed_until = NULL
+            WHERE id = :id""",
+            {"id": delivery.id, "now": NOW, "retry_at": NOW + 5},
+        )
+    old.close()
+
+    store = open_store(settings)
+    assert store.forwarded_request("r") == ForwardedRequest("r", NOW - 1, None, None, {"imei": "Imei"})
+    assert store.last_attempts("pending") == {}  # its first attempt was before the upgrade
+    store.add_callback("after", ACCOUNT, SERVICE, "r", json.dumps(_event("990000000000002", "Failed")), NOW + 1)
+    for delivery in store.claim_due("new-worker", NOW + 5, lease_s=30, limit=10):
+        store.mark_delivered(delivery.id, "new-worker", NOW + 6, url=URL, duration_s=0.5)
+    store.close()
+
+    store_env = {"M2MGW_STORE_PATH": settings.path, "M2MGW_STORE_URL": settings.url or ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "trace", "r", "--json"],
+        env={**os.environ, **store_env}, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    before, after = document["callbacks"]
+    assert document["forwarded_at"] == iso_utc(NOW - 1)
+    assert (before["device"], before["state"], before["last_error"]) == ("990000000000001", "delivered", "listener answered HTTP 503")
+    # The envelope said CallbackCount 2: the first attempt was counted before the upgrade.
+    assert [(a["number"], a["outcome"], a["ok"]) for a in before["attempts"]] == [(2, "acknowledged", True)]
+    assert (after["device"], after["status"], after["state"]) == ("990000000000002", "Failed", "delivered")
+    assert [(a["number"], a["at"], a["url"]) for a in after["attempts"]] == [(1, iso_utc(NOW + 5.5), URL)]
+
+
+def _event(imei, status="Success"):
+    """A callback's body as the receiver stores it."""
+    return {"requestId": "r", "deviceIds": [{"kind": "imei", "id": imei}], "status": status}

@@ -13,6 +13,7 @@ import pytest
 from gateway.store import PostgresStore
 
 NOW = 1_000.0
+LATEST = len(PostgresStore.MIGRATIONS)
 ACCOUNT, SERVICE, URL = "0000123456-00001", "GoToState", "http://listener.example/callbacks"
 
 
@@ -29,18 +30,18 @@ def add(store, key):
 
 def test_the_schema_is_created_on_first_open_and_its_version_kept_in_a_table(store, postgres_url):
     with psycopg.connect(postgres_url) as db:
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(LATEST,)]
         tables = {row[0] for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert {"settings", "registrations", "requests", "outbox", "schema_version"} <= tables
+    assert {"settings", "registrations", "requests", "outbox", "attempts", "schema_version"} <= tables
     PostgresStore(postgres_url).close()  # a second start finds it done
     with psycopg.connect(postgres_url) as db:
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(LATEST,)]
 
 
 def test_a_database_with_a_newer_schema_is_refused(store, postgres_url):
     with psycopg.connect(postgres_url) as db:
-        db.execute("INSERT INTO schema_version (version) VALUES (2)")
-    with pytest.raises(RuntimeError, match="schema version 2, newer than this gateway's 1"):
+        db.execute("INSERT INTO schema_version (version) VALUES (%s)", (LATEST + 1,))
+    with pytest.raises(RuntimeError, match=f"schema version {LATEST + 1}, newer than this gateway's {LATEST}"):
         PostgresStore(postgres_url)
 
 
@@ -88,3 +89,10 @@ def test_a_closed_store_gives_its_connections_back_to_the_server(store, postgres
     while connections() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert connections() == 0
+
+
+def test_the_unflushed_request_memory_leaves_every_other_commit_flushed(store):
+    store.remember_request("r", {}, NOW, account="a", devices=1)
+    # The same connection, back in the pool: the setting was for that transaction only.
+    assert {row[0] for row in store._read("SHOW synchronous_commit")} == {"on"}
+    assert store.forwarded_request("r").devices == 1

@@ -28,10 +28,10 @@ def store(path):
 def test_the_schema_is_created_on_first_open_in_wal_mode(path):
     SqliteStore(path).close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(SqliteStore.MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"settings", "registrations", "requests", "outbox"} <= tables
+    assert {"settings", "registrations", "requests", "outbox", "attempts"} <= tables
 
 
 def test_every_connection_syncs_in_full_so_an_acknowledged_callback_survives_power_loss(store):
@@ -46,8 +46,8 @@ def test_every_connection_syncs_in_full_so_an_acknowledged_callback_survives_pow
 def test_a_file_with_a_newer_schema_is_refused(path):
     SqliteStore(path).close()
     with sqlite3.connect(path) as db:
-        db.execute("PRAGMA user_version = 2")
-    with pytest.raises(RuntimeError, match="schema version 2"):
+        db.execute(f"PRAGMA user_version = {len(SqliteStore.MIGRATIONS) + 1}")
+    with pytest.raises(RuntimeError, match=f"schema version {len(SqliteStore.MIGRATIONS) + 1}"):
         SqliteStore(path)
 
 
@@ -64,3 +64,19 @@ def test_connections_of_finished_threads_are_closed_and_close_closes_them_all(st
     assert open_handles() <= before + 1  # the last thread's, closed by the next one to connect
     store.close()
     assert open_handles() == 0
+
+
+def test_the_unflushed_request_memory_leaves_every_other_commit_flushed(store, path):
+    def synchronous():
+        return store._connection().execute("PRAGMA synchronous").fetchone()[0]
+
+    store.remember_request("r", {}, 1000.0, account="a", devices=1)
+    assert synchronous() == 2  # FULL again, for the outbox's commits
+    store.remember_request("spelled", {"imei": "Imei"}, 1000.0)
+    assert synchronous() == 2
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON requests BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
+    with pytest.raises(sqlite3.DatabaseError, match="disk trouble"):
+        store.remember_request("s", {}, 1000.0)
+    assert synchronous() == 2
+    assert store.forwarded_request("r").devices == 1

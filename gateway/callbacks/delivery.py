@@ -63,6 +63,7 @@ class Outcome:
     attempt: int
     at: float
     problem: str | None
+    duration_s: float = 0.0  # of the POST; none was made for an entry refused before it
 
 
 class DeliveryWorker:
@@ -203,7 +204,10 @@ class DeliveryWorker:
             if not isinstance(error, GatewayError):
                 log.exception("callback %d requestId=%s: no envelope could be built", delivery.id, delivery.request_id)
         else:
+            started = time.monotonic()
             problem = self._post(delivery.url, envelope)
+            self._record(Outcome(delivery, attempt, time.time(), problem, time.monotonic() - started))
+            return
         self._record(Outcome(delivery, attempt, time.time(), problem))
 
     def _record(self, outcome):
@@ -226,14 +230,15 @@ class DeliveryWorker:
 
     def _settle(self, outcome):
         delivery, attempt, settings = outcome.delivery, outcome.attempt, self._settings
+        history = {"url": delivery.url, "duration_s": outcome.duration_s}  # for the entry's attempts
         if outcome.problem is None:
-            if not self._store.mark_delivered(delivery.id, self._id, outcome.at):
+            if not self._store.mark_delivered(delivery.id, self._id, outcome.at, **history):
                 return self._lost(outcome)
             CALLBACKS_DELIVERED.inc()
             log.info("callback %d requestId=%s delivered (attempt %d)", delivery.id, delivery.request_id, attempt)
             return
         retry_at = outcome.at + settings.backoff_s * 2 ** (attempt - 1) if attempt < settings.max_attempts else None
-        if not self._store.mark_failed(delivery.id, self._id, outcome.at, outcome.problem, retry_at):
+        if not self._store.mark_failed(delivery.id, self._id, outcome.at, outcome.problem, retry_at, **history):
             return self._lost(outcome)
         (CALLBACKS_RETRIED if retry_at else CALLBACKS_DEAD).inc()
         log.warning(

@@ -2,9 +2,7 @@
 
 import logging
 
-from werkzeug.serving import run_simple
-
-from gateway.access import QuietRequestHandler
+from gateway.access import serve_quietly
 from gateway.simulator.app import Simulator, SimulatorSettings
 
 __all__ = ["Simulator", "SimulatorSettings", "serve"]
@@ -17,6 +15,6 @@ def serve(settings):
     simulator = Simulator(settings)
     log.info("simulator listening on http://%s:%d", settings.host, settings.port)
     try:
-        run_simple(settings.host, settings.port, simulator, threaded=True, request_handler=QuietRequestHandler)
+        serve_quietly(settings.host, settings.port, simulator)
     finally:
         simulator.close()

@@ -65,12 +65,19 @@ class StateService(ServiceBase):
         request = _required(Input, "Input")
         body = gotostate.to_rest(request, runtime.config.defaults.mdn_zip_code)
         request_id = runtime.thingspace.go_to_state(token, body)
-        spellings = callback.kind_spellings(request)
-        if spellings:
-            try:
-                runtime.store.remember_request(request_id, spellings, time.time())
-            except Exception:  # ThingSpace has the request: its RequestId must reach the client
-                log.exception("requestId=%s: kind spellings not stored; callbacks spell kinds in upper case", request_id)
+        try:
+            runtime.store.remember_request(
+                request_id,
+                callback.kind_spellings(request),
+                time.time(),
+                account=body.get("filter", {}).get("accountName"),
+                devices=len(body["devices"]) if "devices" in body else None,
+            )
+        except Exception:  # ThingSpace has the request: its RequestId must reach the client
+            log.exception(
+                "requestId=%s: not remembered; its callbacks spell kinds in upper case, trace shows no forwarding",
+                request_id,
+            )
         return GoToStateResult(RequestId=request_id)
 
 

@@ -1,15 +1,27 @@
-"""Durable state of the gateway: callback credentials, listeners, request memory, the callback outbox.
+"""Durable state of the gateway: callback credentials, listeners, request memory, the callback outbox
+and the history of its delivery attempts.
 
 Two backends behave the same: SQLite, one file for the processes of one host,
 and PostgreSQL, one database for gateway instances on several hosts.
 """
 
 from gateway.store.postgres import PostgresStore
-from gateway.store.records import Delivery, OutboxEntry, Registration
+from gateway.store.records import Attempt, Delivery, ForwardedRequest, OutboxEntry, Registration, StoredCallback
 from gateway.store.sql import StoreClosed
 from gateway.store.sqlite import SqliteStore
 
-__all__ = ["Delivery", "OutboxEntry", "PostgresStore", "Registration", "SqliteStore", "StoreClosed", "open_store"]
+__all__ = [
+    "Attempt",
+    "Delivery",
+    "ForwardedRequest",
+    "OutboxEntry",
+    "PostgresStore",
+    "Registration",
+    "SqliteStore",
+    "StoreClosed",
+    "StoredCallback",
+    "open_store",
+]
 
 
 def open_store(settings, lazy=False):

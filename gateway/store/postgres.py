@@ -78,6 +78,25 @@ MIGRATIONS = (
         )""",
         "CREATE INDEX outbox_state_next_attempt_at ON outbox (state, next_attempt_at)",
     ),
+    # 2: for `m2m-gateway trace`. Every delivery attempt, kept as long as its
+    # outbox entry; and of each forwarded request its account filter and
+    # number of devices (remembered_at is when it was forwarded).
+    (
+        """CREATE TABLE attempts (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            outbox_id BIGINT NOT NULL,
+            number INTEGER NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            url TEXT,
+            outcome TEXT NOT NULL,
+            ok BOOLEAN NOT NULL,
+            duration_s DOUBLE PRECISION
+        )""",
+        "CREATE INDEX attempts_outbox_id ON attempts (outbox_id)",
+        "CREATE INDEX outbox_request_id ON outbox (request_id)",
+        "ALTER TABLE requests ADD COLUMN account TEXT",
+        "ALTER TABLE requests ADD COLUMN devices INTEGER",
+    ),
 )
 
 # :name, but not the second colon of a :: cast.
@@ -135,8 +154,10 @@ class PostgresStore(SqlStore):
             db.close()
 
     @contextmanager
-    def _transaction(self):
+    def _transaction(self, flushed=True):
         with self._connection() as db, db.transaction(), db.cursor() as cursor:
+            if not flushed:
+                cursor.execute("SET LOCAL synchronous_commit = off")  # this transaction only
             yield cursor
 
     def _query(self, sql, parameters=None):

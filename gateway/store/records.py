@@ -55,3 +55,56 @@ class OutboxEntry:
     received_at: float
     next_attempt_at: float
     last_error: str | None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One POST of a callback to its listener, as the outbox entry's history keeps it.
+
+    ``url`` is the listener's URL without user info or query string (None if
+    no POST was made); ``at`` is when the POST began.
+    """
+
+    outbox_id: int
+    number: int
+    at: float
+    url: str | None
+    outcome: str
+    ok: bool
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class ForwardedRequest:
+    """A GoToState the gateway forwarded to ThingSpace, as remembered for its callbacks and for ``trace``.
+
+    ``account`` is the request's account filter and ``devices`` its number of
+    devices, each None when the request did not say (or was forwarded by a
+    gateway that did not keep them).
+    """
+
+    request_id: str
+    forwarded_at: float
+    account: str | None
+    devices: int | None
+    kind_spellings: dict
+
+
+@dataclass(frozen=True)
+class StoredCallback:
+    """A callback of one request with its delivery history, for ``trace``.
+
+    ``body`` is ThingSpace's event as stored (its credentials removed);
+    ``listener_registered`` whether its account and service have a listener now.
+    """
+
+    id: int
+    account: str
+    service: str
+    state: str
+    received_at: float
+    next_attempt_at: float
+    last_error: str | None
+    listener_registered: bool
+    body: str
+    attempts: tuple[Attempt, ...]

@@ -26,6 +26,9 @@ BUSY_TIMEOUT_S = 5
 # Less free space than this on the file's disk and /readyz says the store is
 # full: a write may fail at any moment (SQLite itself answers SQLITE_FULL).
 MIN_FREE_BYTES = 1 << 20
+# Every commit reaches the disk before it returns: an acknowledged callback
+# must survive a power loss, not just a crash.
+SYNCHRONOUS = "FULL"
 
 # MIGRATIONS[n] takes the schema from version n to n + 1 (PRAGMA user_version).
 # Append to it; never edit a step that has shipped.
@@ -66,6 +69,26 @@ MIGRATIONS = (
             last_error_at REAL
         )""",
         "CREATE INDEX outbox_state_next_attempt_at ON outbox (state, next_attempt_at)",
+    ),
+    # 2: for `m2m-gateway trace`. Every delivery attempt, kept as long as its
+    # outbox entry; and of each forwarded request its account filter and
+    # number of devices (remembered_at is when it was forwarded).
+    (
+        # Plain rowids: attempts are ordered by id within an entry, never named by it.
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            outbox_id BIGINT NOT NULL,
+            number INTEGER NOT NULL,
+            at REAL NOT NULL,
+            url TEXT,
+            outcome TEXT NOT NULL,
+            ok INTEGER NOT NULL,
+            duration_s REAL
+        )""",
+        "CREATE INDEX attempts_outbox_id ON attempts (outbox_id)",
+        "CREATE INDEX outbox_request_id ON outbox (request_id)",
+        "ALTER TABLE requests ADD COLUMN account TEXT",
+        "ALTER TABLE requests ADD COLUMN devices INTEGER",
     ),
 )
 
@@ -127,8 +150,12 @@ class SqliteStore(SqlStore):
             raise StoreUnavailable(f"{self.location} is unavailable: its disk is full ({free} bytes free)")
 
     @contextmanager
-    def _transaction(self):
+    def _transaction(self, flushed=True):
         db = self._connection()
+        if not flushed:
+            # In WAL mode: committed without waiting for the disk; the next
+            # FULL commit or checkpoint flushes it.
+            db.execute("PRAGMA synchronous = NORMAL")
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -139,6 +166,9 @@ class SqliteStore(SqlStore):
             except sqlite3.Error:  # no knowing what state it is in: never hand it out again
                 self._drop_connection()
             raise
+        finally:
+            if not flushed and getattr(self._local, "db", None) is db:  # not if it was dropped
+                db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
 
     def _query(self, sql, parameters=None):
         return self._connection().execute(sql, parameters or ()).fetchall()
@@ -180,9 +210,8 @@ class SqliteStore(SqlStore):
             # check_same_thread=False: only so that close() and the sweep
             # above can close another thread's connection.
             db = sqlite3.connect(self._path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
-            # Per connection, not stored in the file. FULL: an acknowledged
-            # callback must survive a power loss, not just a crash.
-            db.execute("PRAGMA synchronous = FULL")
+            # Per connection, not stored in the file.
+            db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
             self._connections[threading.current_thread()] = db
             return db
 

@@ -188,7 +188,7 @@ def to_envelope(body, *, username, password, callback_count, max_callback_thresh
     check(body)
     spellings = kind_spellings or {}
     response = (body.get("deviceResponse") or {}).get("goToStateResponse")
-    succeeded = body["status"].lower() == "success"
+    status, fault = legacy_status(body)
 
     envelope = etree.Element(_SOAP + "Envelope", nsmap={"s": ns.SOAP_ENV})
     soap_body = etree.SubElement(envelope, _SOAP + "Body", nsmap={"xsi": ns.XSI, "xsd": ns.XSD})
@@ -202,13 +202,13 @@ def to_envelope(body, *, username, password, callback_count, max_callback_thresh
     for name in _OTHER_SERVICES_DATA:
         _nil(data, name)
     _go_to_state(data, response, spellings)
-    if succeeded:
+    if fault is None:
         _nil(data, "Fault")
     else:
-        _fault(data, body["status"], response or {})
+        _fault(data, *fault)
     _nil(data, "Comment")
     _nil(data, "Summary")
-    _element(data, "Status", "Success" if succeeded else "Failed")
+    _element(data, "Status", status)
     _element(data, "CallbackCount", f"{callback_count:d}")
     _element(data, "MaxCallbackThreshold", f"{max_callback_threshold:d}")
     return _XML_DECLARATION + etree.tostring(envelope, encoding="utf-8")
@@ -261,11 +261,21 @@ def _go_to_state(data, response, spellings):
         _element_or_nil(go_to_state, legacy_name, response.get(rest_name))
 
 
-def _fault(data, status, response):
+def legacy_status(body):
+    """The legacy Status of a checked callback, ``Success`` or ``Failed``, and for ``Failed`` its
+    (faultcode, faultstring); see the module docstring."""
+    status = body["status"]
+    if status.lower() == "success":
+        return "Success", None
+    response = (body.get("deviceResponse") or {}).get("goToStateResponse") or {}
     code, description = (response.get(name) for name in _REASON_STRINGS)
+    return "Failed", (code or status or "Failed", description or _missing_description(status, code))
+
+
+def _fault(data, code, description):
     fault = _element(data, "Fault")
-    _element(fault, "faultcode", code or status or "Failed")
-    _element(fault, "faultstring", description or _missing_description(status, code))
+    _element(fault, "faultcode", code)
+    _element(fault, "faultstring", description)
 
 
 def _missing_description(status, code):
@@ -289,8 +299,8 @@ def kind_spellings(request):
     """Lower-case kind → the first spelling of it in a ``GoToStateRequest``'s DeviceList,
     for the kinds whose spelling the envelope would not produce by itself.
 
-    Most clients spell kinds as the legacy document does (``IMEI``); their
-    requests need nothing remembered, which spares the store a write.
+    Most clients spell kinds as the legacy document does (``IMEI``): for
+    their requests this is empty, and the store keeps only ``{}``.
     """
     spellings = {}
     for device in request.DeviceList or ():
