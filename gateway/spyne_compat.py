@@ -10,9 +10,9 @@ vendored importer for the module. Its loader puts the importer's module in
 modules the moves stand for (``collections.abc``, ``urllib.parse``, ...) keep
 their own ``__spec__``.
 
-Spyne also imports ``cgi``: deprecated in 3.12 (filtered below, that warning
-from Spyne only), removed in 3.13, where the ``legacy-cgi`` package provides it
-(``setup.cfg``).
+Spyne also imports ``cgi``, which warns of its removal on 3.11 and 3.12 (on 3.12
+that warning, from Spyne only, is filtered below) and is gone from 3.13, where
+the ``legacy-cgi`` package provides it (``setup.cfg``).
 
 ``gateway/__init__.py`` imports this module, so it runs before any Spyne import
 of the product.
@@ -31,6 +31,8 @@ def _vendored_six_importer():
 
 
 class SixMovesFinder:
+    """Finder and loader of spyne.util.six.moves.* through the vendored six's importer."""
+
     @staticmethod
     def find_spec(fullname, path=None, target=None):
         if fullname.startswith(SIX_MOVES) and _vendored_six_importer().find_module(fullname):
