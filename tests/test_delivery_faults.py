@@ -180,7 +180,7 @@ def test_a_delivery_whose_claim_another_worker_took_is_not_counted_as_delivered(
     assert theirs.id == mine.id
     delivered_before = CALLBACKS_DELIVERED._value.get()
 
-    worker._record(Outcome(mine, 1, time.time(), None))
+    worker._record(Outcome(mine, 1, time.time(), None, 0.1))
 
     assert CALLBACKS_DELIVERED._value.get() == delivered_before
     assert store.counts()["claimed"] == 1  # still theirs to settle

@@ -63,7 +63,7 @@ class Outcome:
     attempt: int
     at: float
     problem: str | None
-    duration_s: float = 0.0  # of the POST; none was made for an entry refused before it
+    duration_s: float  # of the POST; 0 when none was made
 
 
 class DeliveryWorker:
@@ -183,7 +183,7 @@ class DeliveryWorker:
     # -- one entry -----------------------------------------------------------------
 
     def _deliver(self, delivery):
-        attempt = delivery.attempts + 1
+        attempt, duration_s = delivery.attempts + 1, 0.0
         try:
             self._policy.check(delivery.url)
             envelope = callback.to_envelope(
@@ -206,9 +206,8 @@ class DeliveryWorker:
         else:
             started = time.monotonic()
             problem = self._post(delivery.url, envelope)
-            self._record(Outcome(delivery, attempt, time.time(), problem, time.monotonic() - started))
-            return
-        self._record(Outcome(delivery, attempt, time.time(), problem))
+            duration_s = time.monotonic() - started
+        self._record(Outcome(delivery, attempt, time.time(), problem, duration_s))
 
     def _record(self, outcome):
         """Record ``outcome`` in the store; if the store fails, keep it to record first when it is back."""
