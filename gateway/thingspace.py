@@ -4,12 +4,14 @@ The gateway holds only the OAuth client key and secret. A user's session
 token is never stored here: each call receives the one the legacy client sent.
 """
 
+import base64
+import json
 import threading
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-import requests
-from urllib3.exceptions import NewConnectionError
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from gateway import outbound
 from gateway.exceptions import UpstreamError, UpstreamUnavailable
@@ -48,10 +50,11 @@ class ThingSpace:
 
     def __init__(self, upstream):
         self._base_url = upstream.base_url
-        self._client_auth = (upstream.oauth_client_id, upstream.oauth_client_secret)
+        credentials = f"{upstream.oauth_client_id}:{upstream.oauth_client_secret}".encode()
+        self._client_auth = "Basic " + base64.b64encode(credentials).decode("ascii")
         self._timeout = upstream.timeout_s
-        self._http = outbound.session(upstream.verify_tls)
-        self._http.proxies = outbound.proxies(upstream.base_url)
+        self._timeouts = urllib3.Timeout(connect=upstream.timeout_s, read=upstream.timeout_s)
+        self._http = outbound.pool(upstream.base_url, upstream.verify_tls)
         self._token_lock = threading.Lock()
         self._token = None
         self._token_renew_at = 0.0
@@ -100,7 +103,10 @@ class ThingSpace:
 
     def _send(self, call, method, path, headers, body, bearer):
         headers = {**headers, "Authorization": f"Bearer {bearer}"}
-        return self._request(call, method, path, headers=headers, json=body)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            body = json.dumps(body).encode()
+        return self._request(call, method, path, headers, body)
 
     def bearer(self, renew=False):
         """A bearer token: the cached one while it is valid, else a new one."""
@@ -114,12 +120,12 @@ class ThingSpace:
             "token",
             "POST",
             TOKEN_PATH,
-            auth=self._client_auth,
-            data={"grant_type": "client_credentials"},
+            {"Authorization": self._client_auth, "Content-Type": "application/x-www-form-urlencoded"},
+            urlencode({"grant_type": "client_credentials"}).encode(),
         )
-        if response.status_code != 200:
+        if response.status != 200:
             raise UpstreamUnavailable(
-                f"ThingSpace refused the gateway's OAuth client credentials (HTTP {response.status_code}); "
+                f"ThingSpace refused the gateway's OAuth client credentials (HTTP {response.status}); "
                 "check [upstream] oauth_client_id and oauth_client_secret"
             )
         answer = _json(response)
@@ -130,12 +136,14 @@ class ThingSpace:
         self._token = token
         self._token_renew_at = time.monotonic() + max(lifetime - TOKEN_MARGIN_S, lifetime / 2)
 
-    def _request(self, call, method, path, **kwargs):
+    def _request(self, call, method, path, headers, body):
         for pause in (*CONNECT_RETRY_PAUSES_S, None):
             try:
                 with UPSTREAM_SECONDS.labels(call).time():
-                    return self._http.request(method, self._base_url + path, timeout=self._timeout, **kwargs)
-            except requests.RequestException as error:
+                    return self._http.request(
+                        method, self._base_url + path, body=body, headers=headers, timeout=self._timeouts, redirect=False
+                    )
+            except HTTPError as error:
                 if pause is None or not _nothing_sent(error):
                     raise UpstreamUnavailable(_unreachable(error, self._timeout)) from None
             time.sleep(pause)
@@ -143,18 +151,17 @@ class ThingSpace:
 
 def _nothing_sent(error):
     """Whether ``error`` happened before the request left: no connection was made."""
-    reason = getattr(error.args[0], "reason", None) if error.args else None
-    return isinstance(error, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
+    return isinstance(error, ConnectTimeoutError)  # NewConnectionError (refused, no such name) included
 
 
 def _unreachable(error, timeout):
-    if isinstance(error, requests.ConnectTimeout):
-        return f"ThingSpace could not be reached within {timeout:g} s"
-    if isinstance(error, requests.Timeout):
-        return f"ThingSpace did not answer within {timeout:g} s"
-    if _nothing_sent(error):
+    if isinstance(error, NewConnectionError):
         return "ThingSpace could not be reached (connection refused)"
-    if isinstance(error, requests.ConnectionError):
+    if isinstance(error, ConnectTimeoutError):
+        return f"ThingSpace could not be reached within {timeout:g} s"
+    if isinstance(error, ReadTimeoutError):
+        return f"ThingSpace did not answer within {timeout:g} s"
+    if isinstance(error, ProtocolError):
         return "ThingSpace closed the connection without answering"
     return f"ThingSpace could not be reached ({type(error).__name__})"
 
@@ -165,37 +172,35 @@ def _bearer_refused(response):
     ThingSpace's codes for a refused bearer are not documented (CONTRACT.md),
     so any 401 without a SessionToken code counts, an error document or not.
     """
-    if response.status_code != 401:
+    if response.status != 401:
         return False
     try:
-        code = response.json().get("errorCode")
+        code = json.loads(response.data).get("errorCode")
     except (ValueError, AttributeError):
         return True
     return not isinstance(code, str) or code not in SESSION_EXPIRED_CODES
 
 
 def _answer(response):
-    if 200 <= response.status_code < 300:
+    if 200 <= response.status < 300:
         return _json(response)
     try:
-        error = response.json()
+        error = json.loads(response.data)
         code, message = error["errorCode"], error["errorMessage"]
     except (ValueError, KeyError, TypeError):
-        raise UpstreamUnavailable(
-            f"ThingSpace answered HTTP {response.status_code} without its error document"
-        ) from None
+        raise UpstreamUnavailable(f"ThingSpace answered HTTP {response.status} without its error document") from None
     if not isinstance(code, str) or not _is_identifier(code):
-        raise UpstreamUnavailable(f"ThingSpace answered HTTP {response.status_code} with an unusable errorCode")
-    raise UpstreamError(code, xml_safe(str(message))[:MAX_ERROR_MESSAGE], response.status_code)
+        raise UpstreamUnavailable(f"ThingSpace answered HTTP {response.status} with an unusable errorCode")
+    raise UpstreamError(code, xml_safe(str(message))[:MAX_ERROR_MESSAGE], response.status)
 
 
 def _json(response):
     try:
-        answer = response.json()
-    except ValueError:
+        answer = json.loads(response.data)
+    except ValueError:  # UnicodeDecodeError included
         answer = None
     if not isinstance(answer, (dict, list)):
-        raise UpstreamUnavailable(f"ThingSpace answered HTTP {response.status_code} with a body that is not JSON")
+        raise UpstreamUnavailable(f"ThingSpace answered HTTP {response.status} with a body that is not JSON")
     return answer
 
 
