@@ -128,6 +128,7 @@ SCHEMA = {
     ("server", "max_body_bytes"): _positive_integer,
     ("server", "workers"): _positive_integer,
     ("server", "threads"): _positive_integer,
+    ("server", "read_timeout_s"): _seconds,
     ("upstream", "base_url"): _url,
     ("upstream", "oauth_client_id"): _required,
     ("upstream", "oauth_client_secret"): _required,
@@ -160,6 +161,7 @@ class Server:
     max_body_bytes: int
     workers: int
     threads: int
+    read_timeout_s: float
 
 
 @dataclass(frozen=True)

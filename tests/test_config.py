@@ -34,6 +34,7 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_SERVER_MAX_BODY_BYTES": "1000",
         "M2MGW_SERVER_WORKERS": "3",
         "M2MGW_SERVER_THREADS": "16",
+        "M2MGW_SERVER_READ_TIMEOUT_S": "12",
         "M2MGW_UPSTREAM_BASE_URL": "https://thingspace.verizon.com",
         "M2MGW_UPSTREAM_OAUTH_CLIENT_ID": "key",
         "M2MGW_UPSTREAM_OAUTH_CLIENT_SECRET": "secret",
@@ -57,7 +58,7 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_LOGGING_LEVEL": "warning",
     }
     settings = config.load(environ=environ)
-    assert settings.server == config.Server("0.0.0.0", 9000, "https://m2m.example.com", 1000, 3, 16)
+    assert settings.server == config.Server("0.0.0.0", 9000, "https://m2m.example.com", 1000, 3, 16, 12.0)
     assert settings.upstream == config.Upstream("https://thingspace.verizon.com", "key", "secret", 2.5, False)
     assert settings.defaults.mdn_zip_code == "94203"
     assert settings.callbacks == config.Callbacks(
