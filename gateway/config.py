@@ -88,10 +88,25 @@ def _postgres_url(value):
 _HOST_NAME = re.compile(r"(?i)^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?$")
 
 
+def _items(value):
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _networks(value):
+    """A comma-separated list of networks (CIDR, or one address)."""
+    networks = []
+    for item in _items(value):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"must be networks (CIDR) separated by commas, got {item!r}") from None
+    return tuple(networks)
+
+
 def _networks_and_host_names(value):
     """A comma-separated list of networks (CIDR, or one address) and host names."""
     entries = []
-    for item in filter(None, (part.strip() for part in value.split(","))):
+    for item in _items(value):
         try:
             entries.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
@@ -129,6 +144,7 @@ SCHEMA = {
     ("server", "workers"): _positive_integer,
     ("server", "threads"): _positive_integer,
     ("server", "read_timeout_s"): _seconds,
+    ("server", "trusted_proxies"): _networks,
     ("upstream", "base_url"): _url,
     ("upstream", "oauth_client_id"): _required,
     ("upstream", "oauth_client_secret"): _required,
@@ -145,6 +161,7 @@ SCHEMA = {
     ("callbacks", "expire_after_s"): _seconds,
     ("callbacks", "allowed_listeners"): _networks_and_host_names,
     ("callbacks", "delivery_stall_s"): _seconds,
+    ("callbacks", "allowed_sources"): _networks,
     ("store", "path"): _required,
     ("store", "url"): _optional(_postgres_url),
     ("store", "retain_s"): _seconds,
@@ -162,6 +179,7 @@ class Server:
     workers: int
     threads: int
     read_timeout_s: float
+    trusted_proxies: tuple
 
 
 @dataclass(frozen=True)
@@ -194,6 +212,7 @@ class Callbacks:
     expire_after_s: float
     allowed_listeners: tuple
     delivery_stall_s: float
+    allowed_sources: tuple
 
     def __repr__(self):
         return f"Callbacks(path={self.path!r}, public_url={self.public_url!r}, ...)"

@@ -35,6 +35,7 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_SERVER_WORKERS": "3",
         "M2MGW_SERVER_THREADS": "16",
         "M2MGW_SERVER_READ_TIMEOUT_S": "12",
+        "M2MGW_SERVER_TRUSTED_PROXIES": "10.0.0.5, fd00::/64",
         "M2MGW_UPSTREAM_BASE_URL": "https://thingspace.verizon.com",
         "M2MGW_UPSTREAM_OAUTH_CLIENT_ID": "key",
         "M2MGW_UPSTREAM_OAUTH_CLIENT_SECRET": "secret",
@@ -51,6 +52,7 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_CALLBACKS_EXPIRE_AFTER_S": "60",
         "M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.20.0.0/16, fd00::/8,Listener.Example.com., 192.0.2.7",
         "M2MGW_CALLBACKS_DELIVERY_STALL_S": "30",
+        "M2MGW_CALLBACKS_ALLOWED_SOURCES": "192.0.2.0/24",
         "M2MGW_STORE_PATH": "/srv/m2m/gateway.sqlite3",
         "M2MGW_STORE_URL": "postgresql://m2m:secret@db.example.com/m2m",
         "M2MGW_STORE_RETAIN_S": "3600",
@@ -58,7 +60,9 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_LOGGING_LEVEL": "warning",
     }
     settings = config.load(environ=environ)
-    assert settings.server == config.Server("0.0.0.0", 9000, "https://m2m.example.com", 1000, 3, 16, 12.0)
+    assert settings.server == config.Server("0.0.0.0", 9000, "https://m2m.example.com", 1000, 3, 16, 12.0,
+        (ipaddress.ip_network("10.0.0.5/32"), ipaddress.ip_network("fd00::/64")),
+    )
     assert settings.upstream == config.Upstream("https://thingspace.verizon.com", "key", "secret", 2.5, False)
     assert settings.defaults.mdn_zip_code == "94203"
     assert settings.callbacks == config.Callbacks(
@@ -70,6 +74,7 @@ def test_every_key_is_overridden_by_its_environment_variable():
             ipaddress.ip_network("192.0.2.7/32"),
         ),
         30.0,
+        (ipaddress.ip_network("192.0.2.0/24"),),
     )
     assert settings.store == config.Store("/srv/m2m/gateway.sqlite3", "postgresql://m2m:secret@db.example.com/m2m", 3600.0)
     assert settings.logging == config.Logging("json", "WARNING")
