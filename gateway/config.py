@@ -88,30 +88,21 @@ def _postgres_url(value):
 _HOST_NAME = re.compile(r"(?i)^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?$")
 
 
-def _items(value):
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
 def _networks(value):
     """A comma-separated list of networks (CIDR, or one address)."""
-    networks = []
-    for item in _items(value):
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"must be networks (CIDR) separated by commas, got {item!r}") from None
-    return tuple(networks)
+    return _networks_and_host_names(value, names=False)
 
 
-def _networks_and_host_names(value):
-    """A comma-separated list of networks (CIDR, or one address) and host names."""
+def _networks_and_host_names(value, names=True):
+    """A comma-separated list of networks (CIDR, or one address) and (``names``) host names."""
     entries = []
-    for item in _items(value):
+    for item in filter(None, (part.strip() for part in value.split(","))):
         try:
             entries.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            if not _HOST_NAME.match(item):
-                raise ValueError(f"must be networks (CIDR) and host names separated by commas, got {item!r}") from None
+            if not (names and _HOST_NAME.match(item)):
+                what = "networks (CIDR) and host names" if names else "networks (CIDR)"
+                raise ValueError(f"must be {what} separated by commas, got {item!r}") from None
             entries.append(item.rstrip(".").lower())
     return tuple(entries)
 

@@ -106,6 +106,7 @@ def test_a_file_is_read_over_the_defaults_and_under_the_environment(tmp_path):
         ({"M2MGW_CALLBACKS_USERNAME": "gw"}, "callbacks", "password", "together"),
         ({"M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.0.0.0/8, http://x"}, "callbacks", "allowed_listeners", "'http://x'"),
         ({"M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.0.0.0/33"}, "callbacks", "allowed_listeners", "networks (CIDR)"),
+        ({"M2MGW_CALLBACKS_ALLOWED_SOURCES": "192.0.2.0/24, thingspace.com"}, "callbacks", "allowed_sources", "networks (CIDR) separated"),
         ({"M2MGW_STORE_PATH": ""}, "store", "path", "must not be empty"),
         ({"M2MGW_LOGGING_FORMAT": "xml"}, "logging", "format", "one of text, json"),
     ],
