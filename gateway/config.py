@@ -107,6 +107,12 @@ def _networks_and_host_names(value, names=True):
     return tuple(entries)
 
 
+def _readable_file(value):
+    if not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise ValueError(f"must be a file this process can read, got {value!r}")
+    return value
+
+
 def _one_of(value, choices):
     if value not in choices:
         raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
@@ -153,6 +159,9 @@ SCHEMA = {
     ("callbacks", "allowed_listeners"): _networks_and_host_names,
     ("callbacks", "delivery_stall_s"): _seconds,
     ("callbacks", "allowed_sources"): _networks,
+    ("callbacks", "ca_bundle"): _optional(_readable_file),
+    ("callbacks", "client_cert"): _optional(_readable_file),
+    ("callbacks", "client_key"): _optional(_readable_file),
     ("store", "path"): _required,
     ("store", "url"): _optional(_postgres_url),
     ("store", "retain_s"): _seconds,
@@ -204,6 +213,9 @@ class Callbacks:
     allowed_listeners: tuple
     delivery_stall_s: float
     allowed_sources: tuple
+    ca_bundle: str | None
+    client_cert: str | None
+    client_key: str | None
 
     def __repr__(self):
         return f"Callbacks(path={self.path!r}, public_url={self.public_url!r}, ...)"
@@ -281,6 +293,8 @@ def load(path=None, environ=None):
     if bool(callbacks["username"]) != bool(callbacks["password"]):
         missing = "password" if callbacks["username"] else "username"
         raise ConfigError("callbacks", missing, "must be set together with the other of username and password")
+    if callbacks["client_key"] and not callbacks["client_cert"]:
+        raise ConfigError("callbacks", "client_key", "needs client_cert, the certificate it is the key of")
     return Config(**{name: cls(**values[name]) for name, cls in _SECTIONS.items()})
 
 

@@ -13,12 +13,15 @@ import requests
 from requests.utils import get_environ_proxies
 
 
-def session(verify=True):
-    """A session that verifies TLS (against ``$REQUESTS_CA_BUNDLE`` when set) unless told not to."""
+def session(verify=True, ca_bundle=None, client_cert=None):
+    """A session that verifies TLS unless told not to: against ``ca_bundle`` when given,
+    else ``$REQUESTS_CA_BUNDLE`` when set, else the system's CAs. ``client_cert``: what
+    requests takes as ``cert``, for servers that require mutual TLS."""
     http = requests.Session()
     http.trust_env = False
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    bundle = ca_bundle or os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     http.verify = (bundle or True) if verify else False
+    http.cert = client_cert
     return http
 
 

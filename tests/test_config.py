@@ -26,7 +26,9 @@ def test_embedded_defaults_load_and_point_at_the_simulator():
     assert settings.defaults.mdn_zip_code is None
 
 
-def test_every_key_is_overridden_by_its_environment_variable():
+def test_every_key_is_overridden_by_its_environment_variable(tmp_path):
+    pem = tmp_path / "listeners.pem"
+    pem.write_text("")
     environ = {
         "M2MGW_SERVER_HOST": "0.0.0.0",
         "M2MGW_SERVER_PORT": "9000",
@@ -53,6 +55,9 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.20.0.0/16, fd00::/8,Listener.Example.com., 192.0.2.7",
         "M2MGW_CALLBACKS_DELIVERY_STALL_S": "30",
         "M2MGW_CALLBACKS_ALLOWED_SOURCES": "192.0.2.0/24",
+        "M2MGW_CALLBACKS_CA_BUNDLE": str(pem),
+        "M2MGW_CALLBACKS_CLIENT_CERT": str(pem),
+        "M2MGW_CALLBACKS_CLIENT_KEY": str(pem),
         "M2MGW_STORE_PATH": "/srv/m2m/gateway.sqlite3",
         "M2MGW_STORE_URL": "postgresql://m2m:secret@db.example.com/m2m",
         "M2MGW_STORE_RETAIN_S": "3600",
@@ -75,6 +80,9 @@ def test_every_key_is_overridden_by_its_environment_variable():
         ),
         30.0,
         (ipaddress.ip_network("192.0.2.0/24"),),
+        str(pem),
+        str(pem),
+        str(pem),
     )
     assert settings.store == config.Store("/srv/m2m/gateway.sqlite3", "postgresql://m2m:secret@db.example.com/m2m", 3600.0)
     assert settings.logging == config.Logging("json", "WARNING")
@@ -107,6 +115,8 @@ def test_a_file_is_read_over_the_defaults_and_under_the_environment(tmp_path):
         ({"M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.0.0.0/8, http://x"}, "callbacks", "allowed_listeners", "'http://x'"),
         ({"M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.0.0.0/33"}, "callbacks", "allowed_listeners", "networks (CIDR)"),
         ({"M2MGW_CALLBACKS_ALLOWED_SOURCES": "192.0.2.0/24, thingspace.com"}, "callbacks", "allowed_sources", "networks (CIDR) separated"),
+        ({"M2MGW_CALLBACKS_CA_BUNDLE": "/nowhere/ca.pem"}, "callbacks", "ca_bundle", "a file this process can read"),
+        ({"M2MGW_CALLBACKS_CLIENT_KEY": "/etc/hostname"}, "callbacks", "client_key", "needs client_cert"),
         ({"M2MGW_STORE_PATH": ""}, "store", "path", "must not be empty"),
         ({"M2MGW_LOGGING_FORMAT": "xml"}, "logging", "format", "one of text, json"),
     ],
