@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography.fernet import Fernet
+
 from gateway.exceptions import ConfigError
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.ini")
@@ -113,6 +115,21 @@ def _readable_file(value):
     return value
 
 
+def _secret_keys(value):
+    """Comma-separated Fernet keys, the newest first."""
+    keys = [part.strip() for part in value.split(",") if part.strip()]
+    for number, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except ValueError:
+            # Not the key itself in the message: it is a secret.
+            raise ValueError(
+                f"key {number} is not a Fernet key (32 url-safe base64-encoded bytes); make one with "
+                "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+            ) from None
+    return tuple(keys)
+
+
 def _one_of(value, choices):
     if value not in choices:
         raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
@@ -165,6 +182,7 @@ SCHEMA = {
     ("store", "path"): _required,
     ("store", "url"): _optional(_postgres_url),
     ("store", "retain_s"): _seconds,
+    ("store", "secret_key"): _secret_keys,
     ("logging", "format"): lambda value: _one_of(value, ("text", "json")),
     ("logging", "level"): lambda value: _one_of(value.upper(), ("DEBUG", "INFO", "WARNING", "ERROR")),
 }
@@ -226,10 +244,11 @@ class Store:
     path: str
     url: str | None
     retain_s: float
+    secret_key: tuple = ()  # none: the secrets are stored as they are
 
     def __repr__(self):
-        # The URL may hold the database password.
-        return f"Store(path={self.path!r}, url={'...' if self.url else None})"
+        # The URL may hold the database password; the key is one.
+        return f"Store(path={self.path!r}, url={'...' if self.url else None}, ...)"
 
 
 @dataclass(frozen=True)

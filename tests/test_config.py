@@ -9,6 +9,9 @@ import pytest
 from gateway import config
 from gateway.exceptions import ConfigError
 
+# Fernet keys ([store] secret_key), made for these tests.
+NEW_KEY = "pdHj3S0kGiwFx6S9u0cWmDQ6ymKZJVw6oCp8wUBlQ-Q="
+OLD_KEY = "w6cZ7e8I1sQbq8lZk2qYd9iXh0y8q2m6r7aZ5pK4b3E="
 
 def test_the_callback_url_follows_the_server_unless_configured():
     assert config.load(environ={}).callback_url() == "http://127.0.0.1:8080/callbacks/thingspace"
@@ -61,6 +64,7 @@ def test_every_key_is_overridden_by_its_environment_variable(tmp_path):
         "M2MGW_STORE_PATH": "/srv/m2m/gateway.sqlite3",
         "M2MGW_STORE_URL": "postgresql://m2m:secret@db.example.com/m2m",
         "M2MGW_STORE_RETAIN_S": "3600",
+        "M2MGW_STORE_SECRET_KEY": f"{NEW_KEY}, {OLD_KEY}",
         "M2MGW_LOGGING_FORMAT": "json",
         "M2MGW_LOGGING_LEVEL": "warning",
     }
@@ -84,7 +88,9 @@ def test_every_key_is_overridden_by_its_environment_variable(tmp_path):
         str(pem),
         str(pem),
     )
-    assert settings.store == config.Store("/srv/m2m/gateway.sqlite3", "postgresql://m2m:secret@db.example.com/m2m", 3600.0)
+    assert settings.store == config.Store(
+        "/srv/m2m/gateway.sqlite3", "postgresql://m2m:secret@db.example.com/m2m", 3600.0, (NEW_KEY, OLD_KEY)
+    )
     assert settings.logging == config.Logging("json", "WARNING")
     assert len(environ) == len(config.SCHEMA), "a key of the schema has no test here"
 
@@ -118,6 +124,7 @@ def test_a_file_is_read_over_the_defaults_and_under_the_environment(tmp_path):
         ({"M2MGW_CALLBACKS_CA_BUNDLE": "/nowhere/ca.pem"}, "callbacks", "ca_bundle", "a file this process can read"),
         ({"M2MGW_CALLBACKS_CLIENT_KEY": "/etc/hostname"}, "callbacks", "client_key", "needs client_cert"),
         ({"M2MGW_STORE_PATH": ""}, "store", "path", "must not be empty"),
+        ({"M2MGW_STORE_SECRET_KEY": f"{NEW_KEY},hunter2"}, "store", "secret_key", "key 2 is not a Fernet key"),
         ({"M2MGW_LOGGING_FORMAT": "xml"}, "logging", "format", "one of text, json"),
     ],
 )
@@ -141,21 +148,27 @@ def test_secrets_stay_out_of_the_settings_repr():
             "M2MGW_UPSTREAM_OAUTH_CLIENT_SECRET": "s3cr3t-value",
             "M2MGW_CALLBACKS_USERNAME": "cb-user-value",
             "M2MGW_CALLBACKS_PASSWORD": "cb-pass-value",
+            "M2MGW_STORE_SECRET_KEY": NEW_KEY,
         }
     )
-    assert not {"s3cr3t-value", "cb-user-value", "cb-pass-value"} & set(repr(settings).split("'"))
+    assert not {"s3cr3t-value", "cb-user-value", "cb-pass-value", NEW_KEY} & set(repr(settings).split("'"))
+
+
+def serve_at_start_up(environ):
+    """``m2m-gateway serve`` with only ``environ``: its exit status and the lines of its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"],
+        env={**environ, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.returncode, result.stderr.strip().splitlines()
 
 
 def test_serve_stops_at_start_up_with_one_line_naming_the_key():
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve"],
-        env={"M2MGW_UPSTREAM_TIMEOUT_S": "soon", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=30,
+    assert serve_at_start_up({"M2MGW_UPSTREAM_TIMEOUT_S": "soon"}) == (
+        2,
+        ["m2m-gateway: configuration error: [upstream] timeout_s: must be a number of seconds, got 'soon'"],
     )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "m2m-gateway: configuration error: [upstream] timeout_s: must be a number of seconds, got 'soon'"
-    ]
 
