@@ -133,7 +133,7 @@ class ReplayedSocket:
     """
 
     def __init__(self, sock):
-        self._sock = sock
+        self.raw = sock
         self.request = io.BytesIO()
 
     def recv(self, size, *flags):
@@ -142,10 +142,10 @@ class ReplayedSocket:
     def send(self, data, *flags):
         if data == CONTINUE:
             return len(data)
-        return self._sock.send(data, *flags)
+        return self.raw.send(data, *flags)
 
     def __getattr__(self, name):
-        return getattr(self._sock, name)
+        return getattr(self.raw, name)
 
 
 class BufferedConnection(TConn):
@@ -191,7 +191,7 @@ class WholeRequestWorker(ThreadWorker):
 
     def on_client_socket_readable(self, conn, client):
         try:
-            data = conn.sock._sock.recv(RECV_BYTES)
+            data = conn.sock.raw.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -207,7 +207,7 @@ class WholeRequestWorker(ThreadWorker):
                 self._reading[conn] = self._deadline()
         if not data:
             return self._drop(conn)
-        had_head = conn.framer.expects_continue
+        continued = conn.framer.expects_continue  # already: its head came before
         conn.received += data
         self._buffered += len(data)
         try:
@@ -217,8 +217,8 @@ class WholeRequestWorker(ThreadWorker):
         except Refused as refusal:
             return self._drop(conn, refusal)
         if end is None:
-            if conn.framer.expects_continue and not had_head:
-                conn.sock._sock.send(CONTINUE)
+            if conn.framer.expects_continue and not continued:
+                conn.sock.raw.send(CONTINUE)
             return
         with self._lock:
             self.poller.unregister(conn.sock)
@@ -255,7 +255,7 @@ class WholeRequestWorker(ThreadWorker):
         if refusal is not None:
             self.log.info("request from %s refused before it reached a thread: %s", _peer(conn.client), refusal)
             try:
-                conn.sock._sock.send(
+                conn.sock.raw.send(
                     f"HTTP/1.1 {refusal.status} {refusal.reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
                 )
             except OSError:
