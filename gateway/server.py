@@ -20,7 +20,7 @@ from gunicorn.app.base import BaseApplication
 from gateway import logs
 
 
-# Connections each worker holds at once; more wait in the listen backlog.
+# Connections each worker holds at once; one more is answered 503 and closed.
 MAX_CONNECTIONS = 500
 
 

@@ -14,7 +14,9 @@ Every wait is bounded:
 - bytes: at most ``max_body_bytes`` of body (413) and ``MAX_HEAD_BYTES`` of
   request line and headers (431); a worker buffers at most
   ``BUFFERED_BODIES`` x ``max_body_bytes`` at once (503 past it);
-- connections: gunicorn's ``worker_connections`` per worker.
+- connections: gunicorn's ``worker_connections`` per worker; one more is
+  answered 503 and closed at once. (gthread itself would stop selecting
+  then, spinning until a connection closed, the ones being received stalled.)
 
 Pipelined requests (a second request sent before the first is answered) are
 not replayed: the connection is closed after the first one's answer, and
@@ -166,6 +168,8 @@ class WholeRequestWorker(ThreadWorker):
     """gunicorn's gthread worker, reading each request whole in its event loop before a thread takes it."""
 
     def init_process(self):
+        # Enforced in accept() instead, so that run() always selects.
+        self._max_connections, self.worker_connections = self.worker_connections, float("inf")
         # [server] max_body_bytes and read_timeout_s: the gateway's settings, not gunicorn's.
         self._limits = self.app.settings.server
         self._reading = {}  # connection -> deadline, for every request being received
@@ -182,6 +186,10 @@ class WholeRequestWorker(ThreadWorker):
         except OSError as error:
             if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
+            return
+        if self.nr_conns >= self._max_connections:
+            _answer(sock, Refused(503, "Service Unavailable"))
+            sock.close()
             return
         conn = BufferedConnection(self.cfg, sock, client, server, self._limits)
         self.nr_conns += 1
@@ -254,13 +262,17 @@ class WholeRequestWorker(ThreadWorker):
         self.nr_conns -= 1
         if refusal is not None:
             self.log.info("request from %s refused before it reached a thread: %s", _peer(conn.client), refusal)
-            try:
-                conn.sock.raw.send(
-                    f"HTTP/1.1 {refusal.status} {refusal.reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
-                )
-            except OSError:
-                pass
+            _answer(conn.sock.raw, refusal)
         conn.close()
+
+
+def _answer(sock, refusal):
+    """Best effort, never blocking: the client may be gone or not reading."""
+    sock.setblocking(False)
+    try:
+        sock.send(f"HTTP/1.1 {refusal.status} {refusal.reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+    except OSError:
+        pass
 
 
 def _peer(client):

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from gateway import ns
+from gateway.server import MAX_CONNECTIONS
 from gateway.whole_requests import Refused, RequestFramer
 from tests import envelopes
 from tests.conftest import Gateway
@@ -124,6 +125,25 @@ def test_a_slow_client_is_cut_off_after_the_read_timeout(tmp_path, simulator):
         gateway.stop()
     assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers), answers
     assert cut_off_s < 3, f"cut off after {cut_off_s:.1f} s, the bound being 1 s (checked every second)"
+
+
+def test_past_its_connections_a_worker_answers_503_at_once_and_recovers(gateway):
+    """The shared gateway has one worker: MAX_CONNECTIONS idle connections fill it."""
+    idle = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            idle.append(socket.create_connection(("127.0.0.1", gateway.port), timeout=5))
+        # Accepted after all of them (the backlog is first in, first out).
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as extra:
+            answer = _read_until_closed(extra, timeout_s=5)
+    finally:
+        for sock in idle:
+            sock.close()
+    assert answer.startswith(b"HTTP/1.1 503 "), answer
+    wait_until_answered = time.monotonic() + 10
+    while requests.get(gateway.url + "/healthz", timeout=10).status_code != 200:
+        assert time.monotonic() < wait_until_answered
+        time.sleep(0.05)
 
 
 def test_a_client_expecting_100_continue_gets_it_once_and_its_answer(gateway):
