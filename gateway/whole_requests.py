@@ -226,7 +226,10 @@ class WholeRequestWorker(ThreadWorker):
             return self._drop(conn, refusal)
         if end is None:
             if conn.framer.expects_continue and not continued:
-                conn.sock.raw.send(CONTINUE)
+                try:
+                    conn.sock.raw.send(CONTINUE)  # 25 bytes: a socket buffer takes them whole, or the client is gone
+                except OSError:
+                    return self._drop(conn)
             return
         with self._lock:
             self.poller.unregister(conn.sock)
