@@ -36,6 +36,7 @@ def test_sealed_secrets_are_nowhere_in_the_sqlite_files_and_still_read_back(stor
         on_disk = sqlite_bytes(store_path)  # while open: the WAL holds the writes
         assert (store_path.parent / (store_path.name + "-wal")).stat().st_size > 0, "the WAL was read too"
         assert store.registration(ACCOUNT, SERVICE).password == LISTENER_PASSWORD
+        assert [registration.password for registration in store.registrations()] == [LISTENER_PASSWORD]
         assert store.callback_credentials() == (username, password)
     finally:
         store.close()
