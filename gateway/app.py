@@ -1,7 +1,6 @@
 """The gateway as one WSGI application, and what it needs at run time."""
 
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
-from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
 from gateway.access import AccessLog
@@ -9,6 +8,7 @@ from gateway.callbacks.delivery import DeliveryWorker
 from gateway.callbacks.policy import ListenerPolicy
 from gateway.callbacks.receiver import CallbackReceiver
 from gateway.callbacks.registration import Registrar
+from gateway.client_address import TrustedProxyFix
 from gateway.health import Readiness, healthz
 from gateway.limits import BodyLimit
 from gateway.logs import RequestIds
@@ -48,14 +48,14 @@ class Gateway:
         ).start()
         mounts = {service_path(name): _endpoint(config, name, runtime) for name in SERVICES}
         mounts[config.callbacks.path] = CallbackReceiver(
-            runtime.store, runtime.registrar.gateway_credentials, self._worker.wake
+            runtime.store, runtime.registrar.gateway_credentials, config.callbacks.allowed_sources, self._worker.wake
         )
         mounts["/healthz"] = healthz
         mounts["/readyz"] = Readiness(runtime.store, runtime.thingspace, self._worker)
         mounts["/metrics"] = metrics_app(runtime.store)
         app = BodyLimit(DispatcherMiddleware(_not_found, mounts), config.server.max_body_bytes)
-        # Behind nginx the client's URL (for the WSDL's soap:address) is in these.
-        app = ProxyFix(app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1)
+        # Behind nginx the client's address and URL (for the WSDL's soap:address) are in X-Forwarded-*.
+        app = TrustedProxyFix(app, config.server.trusted_proxies)
         self._app = RequestIds(AccessLog(app))
 
     def __call__(self, environ, start_response):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography.fernet import Fernet
+
 from gateway.exceptions import ConfigError
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.ini")
@@ -88,17 +90,44 @@ def _postgres_url(value):
 _HOST_NAME = re.compile(r"(?i)^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?$")
 
 
-def _networks_and_host_names(value):
-    """A comma-separated list of networks (CIDR, or one address) and host names."""
+def _networks(value):
+    """A comma-separated list of networks (CIDR, or one address)."""
+    return _networks_and_host_names(value, names=False)
+
+
+def _networks_and_host_names(value, names=True):
+    """A comma-separated list of networks (CIDR, or one address) and (``names``) host names."""
     entries = []
     for item in filter(None, (part.strip() for part in value.split(","))):
         try:
             entries.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            if not _HOST_NAME.match(item):
-                raise ValueError(f"must be networks (CIDR) and host names separated by commas, got {item!r}") from None
+            if not (names and _HOST_NAME.match(item)):
+                what = "networks (CIDR) and host names" if names else "networks (CIDR)"
+                raise ValueError(f"must be {what} separated by commas, got {item!r}") from None
             entries.append(item.rstrip(".").lower())
     return tuple(entries)
+
+
+def _readable_file(value):
+    if not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise ValueError(f"must be a file this process can read, got {value!r}")
+    return value
+
+
+def _secret_keys(value):
+    """Comma-separated Fernet keys, the newest first."""
+    keys = [part.strip() for part in value.split(",") if part.strip()]
+    for number, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except ValueError:
+            # Not the key itself in the message: it is a secret.
+            raise ValueError(
+                f"key {number} is not a Fernet key (32 url-safe base64-encoded bytes); make one with "
+                "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+            ) from None
+    return tuple(keys)
 
 
 def _one_of(value, choices):
@@ -128,6 +157,8 @@ SCHEMA = {
     ("server", "max_body_bytes"): _positive_integer,
     ("server", "workers"): _positive_integer,
     ("server", "threads"): _positive_integer,
+    ("server", "read_timeout_s"): _seconds,
+    ("server", "trusted_proxies"): _networks,
     ("upstream", "base_url"): _url,
     ("upstream", "oauth_client_id"): _required,
     ("upstream", "oauth_client_secret"): _required,
@@ -144,9 +175,14 @@ SCHEMA = {
     ("callbacks", "expire_after_s"): _seconds,
     ("callbacks", "allowed_listeners"): _networks_and_host_names,
     ("callbacks", "delivery_stall_s"): _seconds,
+    ("callbacks", "allowed_sources"): _networks,
+    ("callbacks", "ca_bundle"): _optional(_readable_file),
+    ("callbacks", "client_cert"): _optional(_readable_file),
+    ("callbacks", "client_key"): _optional(_readable_file),
     ("store", "path"): _required,
     ("store", "url"): _optional(_postgres_url),
     ("store", "retain_s"): _seconds,
+    ("store", "secret_key"): _secret_keys,
     ("logging", "format"): lambda value: _one_of(value, ("text", "json")),
     ("logging", "level"): lambda value: _one_of(value.upper(), ("DEBUG", "INFO", "WARNING", "ERROR")),
 }
@@ -160,6 +196,8 @@ class Server:
     max_body_bytes: int
     workers: int
     threads: int
+    read_timeout_s: float
+    trusted_proxies: tuple
 
 
 @dataclass(frozen=True)
@@ -192,6 +230,10 @@ class Callbacks:
     expire_after_s: float
     allowed_listeners: tuple
     delivery_stall_s: float
+    allowed_sources: tuple
+    ca_bundle: str | None
+    client_cert: str | None
+    client_key: str | None
 
     def __repr__(self):
         return f"Callbacks(path={self.path!r}, public_url={self.public_url!r}, ...)"
@@ -202,10 +244,11 @@ class Store:
     path: str
     url: str | None
     retain_s: float
+    secret_key: tuple = ()  # none: the secrets are stored as they are
 
     def __repr__(self):
-        # The URL may hold the database password.
-        return f"Store(path={self.path!r}, url={'...' if self.url else None})"
+        # The URL may hold the database password; the key is one.
+        return f"Store(path={self.path!r}, url={'...' if self.url else None}, ...)"
 
 
 @dataclass(frozen=True)
@@ -269,6 +312,8 @@ def load(path=None, environ=None):
     if bool(callbacks["username"]) != bool(callbacks["password"]):
         missing = "password" if callbacks["username"] else "username"
         raise ConfigError("callbacks", missing, "must be set together with the other of username and password")
+    if callbacks["client_key"] and not callbacks["client_cert"]:
+        raise ConfigError("callbacks", "client_key", "needs client_cert, the certificate it is the key of")
     return Config(**{name: cls(**values[name]) for name, cls in _SECTIONS.items()})
 
 

@@ -15,11 +15,14 @@ import urllib3
 from requests.utils import get_environ_proxies
 
 
-def session(verify=True):
-    """A session that verifies TLS (against ``$REQUESTS_CA_BUNDLE`` when set) unless told not to."""
+def session(verify=True, ca_bundle=None, client_cert=None):
+    """A session that verifies TLS unless told not to: against ``ca_bundle`` when given,
+    else ``$REQUESTS_CA_BUNDLE`` when set, else certifi's (requests' own default). ``client_cert``: what
+    requests takes as ``cert``, for servers that require mutual TLS."""
     http = requests.Session()
     http.trust_env = False
-    http.verify = (_ca_bundle() or True) if verify else False
+    http.verify = (ca_bundle or _ca_bundle() or True) if verify else False
+    http.cert = client_cert
     return http
 
 

@@ -20,6 +20,10 @@ from gunicorn.app.base import BaseApplication
 from gateway import logs
 
 
+# Connections each worker holds at once; one more is answered 503 and closed.
+MAX_CONNECTIONS = 500
+
+
 class GunicornLogger(glogging.Logger):
     """gunicorn's records through the gateway's own handler (text or JSON, one
     line each) instead of handlers of its own; its access log stays off, the
@@ -32,20 +36,25 @@ class GunicornLogger(glogging.Logger):
 
 class GatewayServer(BaseApplication):
     def __init__(self, settings):
-        self._settings = settings
+        self.settings = settings
         super().__init__()
 
     def load_config(self):
-        server = self._settings.server
+        server = self.settings.server
         host = f"[{server.host}]" if ":" in server.host else server.host
         options = {
             "bind": f"{host}:{server.port}",
             "workers": server.workers,
             "threads": server.threads,
-            "worker_class": "gthread",
+            # gthread, with each request read whole before a thread takes it:
+            # slow clients cannot hold the threads (gateway/whole_requests.py).
+            "worker_class": "gateway.whole_requests.WholeRequestWorker",
+            # Per worker: each may be receiving a request (bounded by
+            # [server] read_timeout_s) or kept alive between two.
+            "worker_connections": MAX_CONNECTIONS,
             # A worker may wait this long on ThingSpace before gunicorn kills it.
-            "timeout": int(self._settings.upstream.timeout_s * 2 + 30),
-            "graceful_timeout": int(self._settings.callbacks.timeout_s + 10),
+            "timeout": int(self.settings.upstream.timeout_s * 2 + 30),
+            "graceful_timeout": int(self.settings.callbacks.timeout_s + 10),
             "accesslog": None,
             "logger_class": GunicornLogger,
             "worker_exit": _close_gateway,
@@ -57,8 +66,8 @@ class GatewayServer(BaseApplication):
     def load(self):
         from gateway.app import Gateway
 
-        logs.configure(self._settings.logging.format, self._settings.logging.level)
-        return Gateway(self._settings)
+        logs.configure(self.settings.logging.format, self.settings.logging.level)
+        return Gateway(self.settings)
 
 
 def _close_gateway(server, worker):

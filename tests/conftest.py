@@ -168,9 +168,12 @@ def upstream(simulator):
 
 
 class Listener:
-    """A legacy callback listener on 127.0.0.1: records every POST, answers what it is told."""
+    """A legacy callback listener on 127.0.0.1: records every POST, answers what it is told.
 
-    def __init__(self):
+    ``tls``: a server-side SSLContext, for an https:// listener.
+    """
+
+    def __init__(self, tls=None):
         import http.server
         import threading
 
@@ -198,7 +201,10 @@ class Listener:
                 pass
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/listener"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_port}/listener"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 

@@ -9,6 +9,9 @@ import pytest
 from gateway import config
 from gateway.exceptions import ConfigError
 
+# Fernet keys ([store] secret_key), made for these tests.
+NEW_KEY = "pdHj3S0kGiwFx6S9u0cWmDQ6ymKZJVw6oCp8wUBlQ-Q="
+OLD_KEY = "w6cZ7e8I1sQbq8lZk2qYd9iXh0y8q2m6r7aZ5pK4b3E="
 
 def test_the_callback_url_follows_the_server_unless_configured():
     assert config.load(environ={}).callback_url() == "http://127.0.0.1:8080/callbacks/thingspace"
@@ -26,7 +29,9 @@ def test_embedded_defaults_load_and_point_at_the_simulator():
     assert settings.defaults.mdn_zip_code is None
 
 
-def test_every_key_is_overridden_by_its_environment_variable():
+def test_every_key_is_overridden_by_its_environment_variable(tmp_path):
+    pem = tmp_path / "listeners.pem"
+    pem.write_text("")
     environ = {
         "M2MGW_SERVER_HOST": "0.0.0.0",
         "M2MGW_SERVER_PORT": "9000",
@@ -34,6 +39,8 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_SERVER_MAX_BODY_BYTES": "1000",
         "M2MGW_SERVER_WORKERS": "3",
         "M2MGW_SERVER_THREADS": "16",
+        "M2MGW_SERVER_READ_TIMEOUT_S": "12",
+        "M2MGW_SERVER_TRUSTED_PROXIES": "10.0.0.5, fd00::/64",
         "M2MGW_UPSTREAM_BASE_URL": "https://thingspace.verizon.com",
         "M2MGW_UPSTREAM_OAUTH_CLIENT_ID": "key",
         "M2MGW_UPSTREAM_OAUTH_CLIENT_SECRET": "secret",
@@ -50,14 +57,21 @@ def test_every_key_is_overridden_by_its_environment_variable():
         "M2MGW_CALLBACKS_EXPIRE_AFTER_S": "60",
         "M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.20.0.0/16, fd00::/8,Listener.Example.com., 192.0.2.7",
         "M2MGW_CALLBACKS_DELIVERY_STALL_S": "30",
+        "M2MGW_CALLBACKS_ALLOWED_SOURCES": "192.0.2.0/24",
+        "M2MGW_CALLBACKS_CA_BUNDLE": str(pem),
+        "M2MGW_CALLBACKS_CLIENT_CERT": str(pem),
+        "M2MGW_CALLBACKS_CLIENT_KEY": str(pem),
         "M2MGW_STORE_PATH": "/srv/m2m/gateway.sqlite3",
         "M2MGW_STORE_URL": "postgresql://m2m:secret@db.example.com/m2m",
         "M2MGW_STORE_RETAIN_S": "3600",
+        "M2MGW_STORE_SECRET_KEY": f"{NEW_KEY}, {OLD_KEY}",
         "M2MGW_LOGGING_FORMAT": "json",
         "M2MGW_LOGGING_LEVEL": "warning",
     }
     settings = config.load(environ=environ)
-    assert settings.server == config.Server("0.0.0.0", 9000, "https://m2m.example.com", 1000, 3, 16)
+    assert settings.server == config.Server("0.0.0.0", 9000, "https://m2m.example.com", 1000, 3, 16, 12.0,
+        (ipaddress.ip_network("10.0.0.5/32"), ipaddress.ip_network("fd00::/64")),
+    )
     assert settings.upstream == config.Upstream("https://thingspace.verizon.com", "key", "secret", 2.5, False)
     assert settings.defaults.mdn_zip_code == "94203"
     assert settings.callbacks == config.Callbacks(
@@ -69,8 +83,14 @@ def test_every_key_is_overridden_by_its_environment_variable():
             ipaddress.ip_network("192.0.2.7/32"),
         ),
         30.0,
+        (ipaddress.ip_network("192.0.2.0/24"),),
+        str(pem),
+        str(pem),
+        str(pem),
     )
-    assert settings.store == config.Store("/srv/m2m/gateway.sqlite3", "postgresql://m2m:secret@db.example.com/m2m", 3600.0)
+    assert settings.store == config.Store(
+        "/srv/m2m/gateway.sqlite3", "postgresql://m2m:secret@db.example.com/m2m", 3600.0, (NEW_KEY, OLD_KEY)
+    )
     assert settings.logging == config.Logging("json", "WARNING")
     assert len(environ) == len(config.SCHEMA), "a key of the schema has no test here"
 
@@ -100,7 +120,11 @@ def test_a_file_is_read_over_the_defaults_and_under_the_environment(tmp_path):
         ({"M2MGW_CALLBACKS_USERNAME": "gw"}, "callbacks", "password", "together"),
         ({"M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.0.0.0/8, http://x"}, "callbacks", "allowed_listeners", "'http://x'"),
         ({"M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.0.0.0/33"}, "callbacks", "allowed_listeners", "networks (CIDR)"),
+        ({"M2MGW_CALLBACKS_ALLOWED_SOURCES": "192.0.2.0/24, thingspace.com"}, "callbacks", "allowed_sources", "networks (CIDR) separated"),
+        ({"M2MGW_CALLBACKS_CA_BUNDLE": "/nowhere/ca.pem"}, "callbacks", "ca_bundle", "a file this process can read"),
+        ({"M2MGW_CALLBACKS_CLIENT_KEY": "/etc/hostname"}, "callbacks", "client_key", "needs client_cert"),
         ({"M2MGW_STORE_PATH": ""}, "store", "path", "must not be empty"),
+        ({"M2MGW_STORE_SECRET_KEY": f"{NEW_KEY},hunter2"}, "store", "secret_key", "key 2 is not a Fernet key"),
         ({"M2MGW_LOGGING_FORMAT": "xml"}, "logging", "format", "one of text, json"),
     ],
 )
@@ -124,21 +148,27 @@ def test_secrets_stay_out_of_the_settings_repr():
             "M2MGW_UPSTREAM_OAUTH_CLIENT_SECRET": "s3cr3t-value",
             "M2MGW_CALLBACKS_USERNAME": "cb-user-value",
             "M2MGW_CALLBACKS_PASSWORD": "cb-pass-value",
+            "M2MGW_STORE_SECRET_KEY": NEW_KEY,
         }
     )
-    assert not {"s3cr3t-value", "cb-user-value", "cb-pass-value"} & set(repr(settings).split("'"))
+    assert not {"s3cr3t-value", "cb-user-value", "cb-pass-value", NEW_KEY} & set(repr(settings).split("'"))
+
+
+def serve_at_start_up(environ):
+    """``m2m-gateway serve`` with only ``environ``: its exit status and the lines of its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"],
+        env={**environ, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.returncode, result.stderr.strip().splitlines()
 
 
 def test_serve_stops_at_start_up_with_one_line_naming_the_key():
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve"],
-        env={"M2MGW_UPSTREAM_TIMEOUT_S": "soon", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=30,
+    assert serve_at_start_up({"M2MGW_UPSTREAM_TIMEOUT_S": "soon"}) == (
+        2,
+        ["m2m-gateway: configuration error: [upstream] timeout_s: must be a number of seconds, got 'soon'"],
     )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "m2m-gateway: configuration error: [upstream] timeout_s: must be a number of seconds, got 'soon'"
-    ]
 

@@ -1,6 +1,7 @@
 """The sample nginx site of conf/ in front of the gateway: TLS, a prefix, X-Forwarded-*, callbacks."""
 
 import shutil
+import ssl
 import subprocess
 
 import pytest
@@ -11,6 +12,7 @@ from lxml import etree
 
 from gateway import ns
 from tests.conftest import ROOT, Gateway, Simulator, free_port, wait_for_port
+from tests.test_slow_clients import assert_others_answered_while_trickled
 
 SITE = ROOT / "conf" / "nginx" / "m2m-gateway.conf"
 ACCOUNT = "0000123456-00001"
@@ -123,3 +125,27 @@ def test_a_client_works_end_to_end_through_nginx(tmp_path, tls, listener):
     assert registered[0]["json"]["url"] == f"{public}/callbacks/thingspace/{ACCOUNT}/StateService"
     assert all(request_id.encode() in envelope for envelope in envelopes)
     assert f"POST /legacy/callbacks/thingspace/{ACCOUNT}/StateService" in access, "the callbacks came through nginx"
+
+
+def test_slow_bodies_through_nginx_do_not_starve_the_gateway(tmp_path, tls, simulator, monkeypatch):
+    cert, _ = tls
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    nginx_port = free_port()
+    gateway = Gateway(tmp_path, simulator.url, server_workers=2)
+    nginx = None
+    try:
+        gateway.start()
+        nginx = start_nginx(tmp_path, tls, nginx_port, gateway.port)
+        assert_others_answered_while_trickled(
+            nginx_port,
+            lambda service: f"https://127.0.0.1:{nginx_port}/legacy/api/v2/{service}.svc",
+            path="/legacy/api/v2/StateService.svc",
+            tls=ssl.create_default_context(cafile=str(cert)),
+        )
+        access = (tmp_path / "nginx" / "access.log").read_text()
+    finally:
+        gateway.stop()
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(timeout=10)
+    assert access.count("GET /legacy/api/v2/StateService.svc?wsdl") == 3, "the requests came through nginx"

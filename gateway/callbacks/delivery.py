@@ -23,6 +23,7 @@ import collections
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -53,6 +54,8 @@ RENEW_EVERY_S = 2.5
 HOUSEKEEPING_S = 60.0
 # How often an idle worker looks for work other processes stored.
 IDLE_POLL_S = 1.0
+# What OpenSSL said, in the text of the error requests raises: "[SSL: CODE] what (_ssl.c:1006)".
+_OPENSSL_REASON = re.compile(r"\[SSL: \w+\] ([^(']+)")
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,10 @@ class DeliveryWorker:
         """None when the listener acknowledged; otherwise what went wrong."""
         http = getattr(self._local, "http", None)
         if http is None:
-            http = self._local.http = outbound.session()  # one per thread: requests' sessions are not thread-safe
+            # One per thread: requests' sessions are not thread-safe.
+            http = self._local.http = outbound.session(
+                ca_bundle=self._settings.ca_bundle, client_cert=_client_cert(self._settings)
+            )
         origin = urlsplit(url)
         try:
             response = http.post(
@@ -275,8 +281,27 @@ class DeliveryWorker:
                 # A redirect could lead anywhere, past the listener policy: it is an answer like any non-2xx.
                 allow_redirects=False,
             )
+        except requests.exceptions.SSLError as error:
+            # The usual cause: a listener on a private CA, not in [callbacks] ca_bundle.
+            return f"TLS with the listener failed: {_tls_reason(error)}"
         except requests.RequestException as error:
             return f"listener unreachable ({type(error).__name__})"
         if 200 <= response.status_code < 300:
             return None
         return f"listener answered HTTP {response.status_code}"
+
+
+def _tls_reason(error):
+    """What OpenSSL said went wrong, out of the chain of errors requests wraps it in."""
+    text = str(error)
+    reason = _OPENSSL_REASON.search(text)
+    if reason:
+        return reason.group(1).strip()
+    return text.rpartition("Caused by ")[2][:200]
+
+
+def _client_cert(settings):
+    """``[callbacks] client_cert`` (and its ``client_key``) as requests takes it, or None."""
+    if settings.client_key:
+        return settings.client_cert, settings.client_key
+    return settings.client_cert

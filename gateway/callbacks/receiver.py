@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from gateway.callbacks.registration import BRIDGED_SERVICES
+from gateway.client_address import within
 from gateway.exceptions import RequestInvalid, StoreUnavailable
 from gateway.logs import RateLimited
 from gateway.metrics import CALLBACKS_RECEIVED
@@ -33,9 +34,11 @@ RETRY_AFTER_S = 5
 class CallbackReceiver:
     """WSGI application for ``POST {path}/{account}/{service}``."""
 
-    def __init__(self, store, credentials, on_stored=None):
+    def __init__(self, store, credentials, allowed_sources=(), on_stored=None):
+        """``allowed_sources``: the networks callbacks may come from; empty, any."""
         self._store = store
         self._credentials = credentials
+        self._allowed_sources = allowed_sources
         self._on_stored = on_stored or (lambda: None)
 
     def __call__(self, environ, start_response):
@@ -54,6 +57,10 @@ class CallbackReceiver:
         return response(environ, start_response)
 
     def _receive(self, request):
+        if self._allowed_sources and not within(request.remote_addr, self._allowed_sources):
+            # Before a byte of the body is read: nothing of it is kept, not even its credentials checked.
+            _refusals.warning("callback refused: from %s, outside [callbacks] allowed_sources", request.remote_addr)
+            return "refused", _answer(403, "callbacks are accepted only from [callbacks] allowed_sources")
         route = [unquote(part) for part in request.path.strip("/").split("/")]
         if len(route) != 2 or not route[0] or route[1] not in BRIDGED_SERVICES:
             return "refused", _answer(404, f"post callbacks to .../{{account}}/{{{'|'.join(BRIDGED_SERVICES)}}}")

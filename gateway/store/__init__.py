@@ -30,5 +30,5 @@ def open_store(settings, lazy=False):
     Reached and migrated now, or (``lazy``) on first use.
     """
     if settings.url:
-        return PostgresStore(settings.url, lazy=lazy)
-    return SqliteStore(settings.path, lazy=lazy)
+        return PostgresStore(settings.url, lazy=lazy, secret_keys=settings.secret_key)
+    return SqliteStore(settings.path, lazy=lazy, secret_keys=settings.secret_key)

@@ -133,7 +133,7 @@ class PostgresStore(SqlStore):
     # connection came free in time.
     UNAVAILABLE = (psycopg.OperationalError, TimeoutError)
 
-    def __init__(self, url, lazy=False):
+    def __init__(self, url, lazy=False, secret_keys=()):
         self._url = url
         self.location = f"[store] url ({_without_password(url)})"
         self._idle = []  # the connections no thread is using; the last one back is the first out
@@ -142,7 +142,7 @@ class PostgresStore(SqlStore):
         self._closed = False
         # Also refuses a malformed URL before any connection attempt.
         self._connect_options = {} if "connect_timeout" in conninfo_to_dict(url) else {"connect_timeout": CONNECT_TIMEOUT_S}
-        super().__init__(lazy)
+        super().__init__(lazy, secret_keys)
 
     _prepare = SqlStore._migrate
 

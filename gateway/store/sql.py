@@ -15,8 +15,9 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
-from gateway.exceptions import StoreUnavailable
+from gateway.exceptions import ConfigError, StoreUnavailable
 from gateway.metrics import STORE_ERRORS
+from gateway.store.sealing import InvalidToken, Plaintext, SecretBox
 from gateway.store.records import (
     CLAIMED,
     DEAD,
@@ -47,6 +48,10 @@ _LISTED_STATES = {PENDING: (PENDING, CLAIMED), DEAD: (DEAD,)}
 
 _CALLBACK_USERNAME_KEY = "callback_username"
 _CALLBACK_PASSWORD_KEY = "callback_password"
+# Present once the store's secrets are sealed: this text, sealed with the
+# newest key. Opening it at start tells a wrong key from the right one.
+_SEALED_KEY = "secrets_sealed"
+_SEALED_TEXT = "m2m-gateway secrets"
 
 
 class StoreClosed(RuntimeError):
@@ -68,13 +73,17 @@ class SqlStore(ABC):
     # Names the store in errors, for the operator: the setting, never a password.
     location = "the store"
 
-    def __init__(self, lazy=False):
+    def __init__(self, lazy=False, secret_keys=()):
         """Reach the database and migrate it now, or (``lazy``) on first use.
 
         Lazy is for gateway workers: the server opened the store before it
         started them, and a worker started during an outage must come up and
-        answer 503 rather than fail to boot.
+        answer 503 rather than fail to boot. ``secret_keys``: ``[store]
+        secret_key``, the keys that seal the store's secrets (see ``sealing``).
         """
+        self._secret_keys = tuple(secret_keys)
+        self._box = None  # SecretBox or Plaintext, once prepared
+        self._resealed = False  # whether preparing sealed secrets anew: their old form may linger on disk
         self._prepared = False
         self._preparing = threading.Lock()
         if not lazy:
@@ -100,7 +109,7 @@ class SqlStore(ABC):
             # Another process may have made them first: then theirs win, for everyone.
             db.executemany(
                 "INSERT INTO settings (key, value) VALUES (:key, :value) ON CONFLICT (key) DO NOTHING",
-                [{"key": key, "value": value} for key, value in generated.items()],
+                [{"key": key, "value": self._box.seal(value)} for key, value in generated.items()],
             )
             stored = dict(
                 db.execute(
@@ -108,7 +117,7 @@ class SqlStore(ABC):
                     {"username": _CALLBACK_USERNAME_KEY, "password": _CALLBACK_PASSWORD_KEY},
                 ).fetchall()
             )
-        return stored[_CALLBACK_USERNAME_KEY], stored[_CALLBACK_PASSWORD_KEY]
+        return self._box.open(stored[_CALLBACK_USERNAME_KEY]), self._box.open(stored[_CALLBACK_PASSWORD_KEY])
 
     # -- legacy listeners' registrations --------------------------------------
 
@@ -119,7 +128,13 @@ class SqlStore(ABC):
                 VALUES (:account, :service, :url, :username, :password)
                 ON CONFLICT (account, service) DO UPDATE
                 SET url = excluded.url, username = excluded.username, password = excluded.password""",
-                {"account": account, "service": service, "url": url, "username": username, "password": password},
+                {
+                    "account": account,
+                    "service": service,
+                    "url": url,
+                    "username": username,
+                    "password": self._box.seal(password),
+                },
             )
 
     def delete_registration(self, account, service):
@@ -135,7 +150,7 @@ class SqlStore(ABC):
             f"SELECT {_REGISTRATION_COLUMNS} FROM registrations WHERE account = :account AND service = :service",
             {"account": account, "service": service},
         )
-        return Registration(*rows[0]) if rows else None
+        return self._registration(rows[0]) if rows else None
 
     def registrations(self, account=None):
         """Every registration, or ``account``'s."""
@@ -144,7 +159,7 @@ class SqlStore(ABC):
             f"SELECT {_REGISTRATION_COLUMNS} FROM registrations {account_filter} ORDER BY account, service",
             {"account": account},
         )
-        return [Registration(*row) for row in rows]
+        return [self._registration(row) for row in rows]
 
     # -- what each ThingSpace request asked for ------------------------------
 
@@ -241,7 +256,7 @@ class SqlStore(ABC):
                 f"UPDATE outbox SET state = '{CLAIMED}', claimed_by = :worker, claimed_until = :until WHERE id = :id",
                 [{"worker": worker, "until": now + lease_s, "id": row[0]} for row in rows],
             )
-        return [Delivery(*row) for row in rows]
+        return [Delivery(*row[:8], self._box.open(row[8]), row[9]) for row in rows]
 
     def renew_claims(self, worker, ids, until):
         """Extend to ``until`` the leases ``worker`` holds on the entries ``ids``."""
@@ -448,6 +463,66 @@ class SqlStore(ABC):
                     db.execute(statement)
             if version < latest:
                 self._set_schema_version(db, latest)
+            self._box = self._unseal_secrets(db)
+
+    def _registration(self, row):
+        account, service, url, username, password = row
+        return Registration(account, service, url, username, self._box.open(password))
+
+    def _unseal_secrets(self, db):
+        """How this store's secrets are kept, given ``[store] secret_key``; in the migration's transaction.
+
+        A store written without a key has its secrets sealed when a key is
+        first given; one sealed with an older key (listed after the newest)
+        is sealed again with the newest. A key that opens nothing, or none
+        for a sealed store, stops the start with one line.
+        """
+        rows = db.execute("SELECT value FROM settings WHERE key = :key", {"key": _SEALED_KEY}).fetchall()
+        sealed = rows[0][0] if rows else None
+        if not self._secret_keys:
+            if sealed is not None:
+                raise ConfigError("store", "secret_key", "is not set, and this store's secrets are sealed with one")
+            return Plaintext()
+        box = SecretBox(self._secret_keys)
+        if sealed is None:
+            self._resealed = True
+            self._reseal_secrets(db, box.seal)
+            db.execute(
+                "INSERT INTO settings (key, value) VALUES (:key, :value)",
+                {"key": _SEALED_KEY, "value": box.seal(_SEALED_TEXT)},
+            )
+            return box
+        try:
+            box.open(sealed)
+        except InvalidToken:
+            raise ConfigError(
+                "store",
+                "secret_key",
+                "opens none of this store's secrets: they were sealed with another key "
+                "(when rotating, list the old key after the new one)",
+            ) from None
+        if not box.sealed_with_newest(sealed):
+            self._resealed = True
+            self._reseal_secrets(db, box.reseal)
+            db.execute("UPDATE settings SET value = :value WHERE key = :key", {"key": _SEALED_KEY, "value": box.reseal(sealed)})
+        return box
+
+    @staticmethod
+    def _reseal_secrets(db, reseal):
+        """Every secret of the store through ``reseal``: listener passwords, the generated callback credentials."""
+        passwords = db.execute("SELECT account, service, password FROM registrations WHERE password IS NOT NULL").fetchall()
+        db.executemany(
+            "UPDATE registrations SET password = :password WHERE account = :account AND service = :service",
+            [{"account": account, "service": service, "password": reseal(password)} for account, service, password in passwords],
+        )
+        credentials = db.execute(
+            "SELECT key, value FROM settings WHERE key IN (:username, :password)",
+            {"username": _CALLBACK_USERNAME_KEY, "password": _CALLBACK_PASSWORD_KEY},
+        ).fetchall()
+        db.executemany(
+            "UPDATE settings SET value = :value WHERE key = :key",
+            [{"key": key, "value": reseal(value)} for key, value in credentials],
+        )
 
     def _settle(self, id, worker, assignments, values, attempt):
         """Apply ``assignments`` if ``worker`` still holds the entry, and add ``attempt`` to its history.

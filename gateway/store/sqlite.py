@@ -120,7 +120,7 @@ class SqliteStore(SqlStore):
     # Locked past the busy timeout, disk full, an I/O error, a file that cannot be opened.
     UNAVAILABLE = (sqlite3.OperationalError,)
 
-    def __init__(self, path, busy_timeout_s=BUSY_TIMEOUT_S, lazy=False):
+    def __init__(self, path, busy_timeout_s=BUSY_TIMEOUT_S, lazy=False, secret_keys=()):
         self._path = Path(path)
         self.location = f"[store] path ({self._path})"
         self._busy_timeout_s = busy_timeout_s
@@ -128,13 +128,20 @@ class SqliteStore(SqlStore):
         self._lock = threading.Lock()
         self._connections = {}
         self._closed = False
-        super().__init__(lazy)
+        super().__init__(lazy, secret_keys)
 
     def _prepare(self):
         with self._unavailable_on_error():
             self._path.parent.mkdir(parents=True, exist_ok=True)
             _switch_to_wal(self._connection(), self._busy_timeout_s)
+            # While secrets may be sealed anew: their plaintext is overwritten, not just freed.
+            self._connection().execute("PRAGMA secure_delete = ON")
         self._migrate()
+        with self._unavailable_on_error():
+            self._connection().execute("PRAGMA secure_delete = OFF")
+            if self._resealed:
+                # Into the file, and out of the WAL, which still holds the pages as they were.
+                self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self):
         with self._lock:

@@ -1,0 +1,282 @@
+"""A gunicorn worker that gives a thread a request only once it has arrived whole.
+
+gunicorn's ``gthread`` worker hands a connection to a thread as soon as it is
+readable, and that thread then reads the headers and the body from the
+socket: a few clients that trickle their bodies hold every thread, and the
+gateway stops answering everyone else. :class:`WholeRequestWorker` reads each
+request (headers and body, chunked or not) in the worker's own event loop,
+without blocking, and submits it to the thread pool only once it is complete.
+Every wait is bounded:
+
+- time: a request must arrive whole within ``read_timeout_s`` of its first
+  byte (of the connection, for the first request); past it the client gets
+  408 and the connection is closed;
+- bytes: at most ``max_body_bytes`` of body (413) and ``MAX_HEAD_BYTES`` of
+  request line and headers (431); a worker buffers at most
+  ``BUFFERED_BODIES`` x ``max_body_bytes`` at once (503 past it);
+- connections: gunicorn's ``worker_connections`` per worker; one more is
+  answered 503 and closed at once. (gthread itself would stop selecting
+  then, spinning until a connection closed, the ones being received stalled.)
+
+Pipelined requests (a second request sent before the first is answered) are
+not replayed: the connection is closed after the first one's answer, and
+HTTP clients send the rest again on a new connection.
+"""
+
+import errno
+import io
+import selectors
+import time
+from functools import partial
+
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+MAX_HEAD_BYTES = 64 * 1024
+# A chunk-size line is a few hex digits and maybe extensions.
+MAX_CHUNK_LINE_BYTES = 1024
+# Whole bodies a worker holds in memory at once, in max_body_bytes.
+BUFFERED_BODIES = 4
+RECV_BYTES = 64 * 1024
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Refused(Exception):
+    """The request cannot be taken: answered with ``status`` and closed."""
+
+    def __init__(self, status, reason):
+        self.status, self.reason = status, reason
+        super().__init__(f"{status} {reason}")
+
+
+class RequestFramer:
+    """Finds where one HTTP/1.x request ends in the bytes received so far.
+
+    ``feed`` is called with everything received for the request; it scans
+    only what it has not seen, and returns the request's length once whole.
+    """
+
+    def __init__(self, max_body_bytes):
+        self._max_body_bytes = max_body_bytes
+        self._head_end = None
+        self._content_length = 0
+        self._chunked = False
+        self._scan = 0  # chunked: where the next chunk-size line starts
+        self._body_bytes = 0
+        self.expects_continue = False
+
+    def feed(self, data):
+        if self._head_end is None:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if len(data) > MAX_HEAD_BYTES:
+                    raise Refused(431, "Request Header Fields Too Large")
+                return None
+            self._head_end = self._scan = end + 4
+            self._read_head(bytes(data[:end]))
+        if not self._chunked:
+            end = self._head_end + self._content_length
+            return end if len(data) >= end else None
+        return self._chunked_end(data)
+
+    def _read_head(self, head):
+        if len(head) > MAX_HEAD_BYTES:
+            raise Refused(431, "Request Header Fields Too Large")
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == b"transfer-encoding" and b"chunked" in value:
+                self._chunked = True
+            elif name == b"content-length":
+                if not value.isdigit():
+                    raise Refused(400, "Bad Request")
+                self._content_length = int(value)
+                if self._content_length > self._max_body_bytes:
+                    raise Refused(413, "Content Too Large")
+            elif name == b"expect" and value == b"100-continue":
+                self.expects_continue = True
+
+    def _chunked_end(self, data):
+        while True:
+            line_end = data.find(b"\r\n", self._scan)
+            if line_end < 0:
+                if len(data) - self._scan > MAX_CHUNK_LINE_BYTES:
+                    raise Refused(400, "Bad Request")
+                return None
+            try:
+                size = int(bytes(data[self._scan:line_end]).split(b";")[0].strip(), 16)
+            except ValueError:
+                raise Refused(400, "Bad Request") from None
+            if size == 0:
+                # Trailers, if any, end with an empty line.
+                if data[line_end + 2:line_end + 4] == b"\r\n":
+                    return line_end + 4
+                end = data.find(b"\r\n\r\n", line_end + 2)
+                if end < 0:
+                    if len(data) - line_end > MAX_HEAD_BYTES:
+                        raise Refused(431, "Request Header Fields Too Large")
+                    return None
+                return end + 4
+            self._body_bytes += size
+            if self._body_bytes > self._max_body_bytes:
+                raise Refused(413, "Content Too Large")
+            chunk_end = line_end + 2 + size + 2
+            if len(data) < chunk_end:
+                self._body_bytes -= size  # counted again when the chunk is whole
+                return None
+            self._scan = chunk_end
+
+
+class ReplayedSocket:
+    """The client's socket as the thread sees it: reads come from the request received whole.
+
+    Writes go to the socket. The ``100 Continue`` gunicorn sends for an
+    ``Expect: 100-continue`` is dropped: the worker sent it already, when the
+    headers arrived.
+    """
+
+    def __init__(self, sock):
+        self.raw = sock
+        self.request = io.BytesIO()
+
+    def recv(self, size, *flags):
+        return self.request.read(size)
+
+    def send(self, data, *flags):
+        if data == CONTINUE:
+            return len(data)
+        return self.raw.send(data, *flags)
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+
+class BufferedConnection(TConn):
+    def __init__(self, cfg, sock, client, server, limits):
+        super().__init__(cfg, ReplayedSocket(sock), client, server)
+        self.limits = limits
+        self.received = bytearray()
+        self.framer = RequestFramer(limits.max_body_bytes)
+        self.pipelined = False
+
+    def init(self):
+        super().init()
+        # A client that does not read its answer holds the thread this long at most.
+        self.sock.settimeout(self.limits.read_timeout_s)
+
+
+class WholeRequestWorker(ThreadWorker):
+    """gunicorn's gthread worker, reading each request whole in its event loop before a thread takes it."""
+
+    def init_process(self):
+        # Enforced in accept() instead, so that run() always selects.
+        self._max_connections, self.worker_connections = self.worker_connections, float("inf")
+        # [server] max_body_bytes and read_timeout_s: the gateway's settings, not gunicorn's.
+        self._limits = self.app.settings.server
+        self._reading = {}  # connection -> deadline, for every request being received
+        self._buffered = 0
+        self._max_buffered = BUFFERED_BODIES * self._limits.max_body_bytes
+        super().init_process()
+
+    def _deadline(self):
+        return time.monotonic() + self._limits.read_timeout_s
+
+    def accept(self, server, listener):
+        try:
+            sock, client = listener.accept()
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        if self.nr_conns >= self._max_connections:
+            _answer(sock, Refused(503, "Service Unavailable"))
+            sock.close()
+            return
+        conn = BufferedConnection(self.cfg, sock, client, server, self._limits)
+        self.nr_conns += 1
+        with self._lock:
+            self._reading[conn] = self._deadline()
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+
+    def on_client_socket_readable(self, conn, client):
+        try:
+            data = conn.sock.raw.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        with self._lock:
+            if conn not in self._reading:
+                # A kept-alive connection: its next request starts now.
+                try:
+                    self._keep.remove(conn)
+                except ValueError:
+                    return  # just closed as idle
+                conn.framer = RequestFramer(self._limits.max_body_bytes)
+                self._reading[conn] = self._deadline()
+        if not data:
+            return self._drop(conn)
+        continued = conn.framer.expects_continue  # already: its head came before
+        conn.received += data
+        self._buffered += len(data)
+        try:
+            if self._buffered > self._max_buffered:
+                raise Refused(503, "Service Unavailable")
+            end = conn.framer.feed(conn.received)
+        except Refused as refusal:
+            return self._drop(conn, refusal)
+        if end is None:
+            if conn.framer.expects_continue and not continued:
+                try:
+                    conn.sock.raw.send(CONTINUE)  # 25 bytes: a socket buffer takes them whole, or the client is gone
+                except OSError:
+                    return self._drop(conn)
+            return
+        with self._lock:
+            self.poller.unregister(conn.sock)
+            del self._reading[conn]
+        self._buffered -= len(conn.received)
+        conn.pipelined = end < len(conn.received)
+        conn.sock.request = io.BytesIO(bytes(conn.received[:end]))
+        conn.received = bytearray()
+        self.enqueue_req(conn)
+
+    def handle(self, conn):
+        keepalive, conn = super().handle(conn)
+        return keepalive and not conn.pipelined, conn
+
+    def murder_keepalived(self):
+        super().murder_keepalived()
+        now = time.monotonic()
+        with self._lock:
+            late = [conn for conn, deadline in self._reading.items() if deadline < now]
+        for conn in late:
+            self._drop(conn, Refused(408, "Request Timeout"))
+
+    def _drop(self, conn, refusal=None):
+        """Close a connection whose request is being received, answering ``refusal`` if there is one."""
+        with self._lock:
+            if self._reading.pop(conn, None) is None:
+                return
+            try:
+                self.poller.unregister(conn.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+        self._buffered -= len(conn.received)
+        self.nr_conns -= 1
+        if refusal is not None:
+            self.log.info("request from %s refused before it reached a thread: %s", _peer(conn.client), refusal)
+            _answer(conn.sock.raw, refusal)
+        conn.close()
+
+
+def _answer(sock, refusal):
+    """Best effort, never blocking: the client may be gone or not reading."""
+    sock.setblocking(False)
+    try:
+        sock.send(f"HTTP/1.1 {refusal.status} {refusal.reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+    except OSError:
+        pass
+
+
+def _peer(client):
+    return client[0] if isinstance(client, tuple) else client
