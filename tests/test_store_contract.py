@@ -8,6 +8,7 @@ the same store at the same time.
 """
 
 import itertools
+import hashlib
 import json
 import multiprocessing
 import os
@@ -546,6 +547,21 @@ def test_an_acknowledged_callback_survives_the_process_being_killed(settings):
 
 
 # -- the previous schema ------------------------------------------------------------------
+
+
+# sha256 of repr() of each backend's first two steps as they shipped, each
+# written out in full in its backend's module (commit 0b2b47e). SQLite keeps a
+# CREATE statement's text as written: a shipped step may not change by a space.
+SHIPPED_STEPS_SHA256 = {
+    SqliteStore: "e140ae1e7a1e13f6662e47cfb9c0aeae1c641f2a13caef267eca78d8d46cd937",
+    PostgresStore: "3029d4d349027d004ce5a3e249b3321c3f91a9a55f88ff4ef240fb18d3debd7d",
+}
+
+
+@pytest.mark.parametrize("backend", [SqliteStore, PostgresStore], ids=["sqlite", "postgres"])
+def test_the_shipped_schema_steps_are_those_each_backend_wrote_out_before_they_were_written_once(backend):
+    shipped = repr(backend.MIGRATIONS[:2]).encode()
+    assert hashlib.sha256(shipped).hexdigest() == SHIPPED_STEPS_SHA256[backend]
 
 
 def _open_at_schema_1(settings):
