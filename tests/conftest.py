@@ -2,25 +2,17 @@
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from gateway import processes
 from tests.conftest_postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
-ROOT = Path(__file__).resolve().parents[1]
-STARTUP_TIMEOUT_S = 20
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+ROOT = processes.ROOT
+free_port = processes.free_port
 
 
 class Process:
@@ -34,28 +26,14 @@ class Process:
         self.popen = None
 
     def start(self):
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "gateway", *self.args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: a crash takes gunicorn's workers too
-        )
-        wait_for_port(self.port, self.popen)
+        self.popen = processes.start(self.args, self.env, self.log_path)
+        processes.wait_for_port(self.port, [self.popen])
         return self
 
     def stop(self, sig=signal.SIGTERM):
         """SIGTERM: a graceful stop. SIGKILL: a crash of the whole process group we started."""
-        if self.popen and self.popen.poll() is None:
-            if sig == signal.SIGKILL:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            else:
-                self.popen.send_signal(sig)
-            self.popen.wait(timeout=30)
-        if self.popen and sig == signal.SIGKILL:
-            _wait_until_gone(self.popen.pid)
+        if self.popen:
+            processes.stop(self.popen, sig=sig)
 
     def pids(self):
         """The process and its children (gunicorn's workers)."""
@@ -64,30 +42,6 @@ class Process:
 
     def log(self):
         return Path(self.log_path).read_text(errors="replace") if self.log_path else ""
-
-
-def _wait_until_gone(group, timeout_s=10):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"process group {group} outlived SIGKILL")
-
-
-def wait_for_port(port, popen):
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if popen.poll() is not None:
-            raise RuntimeError(f"process exited with {popen.returncode} before listening on {port}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
 class Simulator(Process):

@@ -10,7 +10,8 @@ import zeep.transports
 from lxml import etree
 
 from gateway import ns
-from tests.conftest import ROOT, Gateway, Simulator, free_port, wait_for_port
+from gateway.processes import wait_for_port
+from tests.conftest import ROOT, Gateway, Simulator, free_port
 
 SITE = ROOT / "conf" / "nginx" / "m2m-gateway.conf"
 ACCOUNT = "0000123456-00001"
@@ -65,7 +66,7 @@ http {{
 """
     )
     process = subprocess.Popen([_nginx(), "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"])
-    wait_for_port(port, process)
+    wait_for_port(port, [process])
     return process
 
 
