@@ -1,6 +1,7 @@
 """The callback bridge end to end: simulator → gateway → legacy listener, real processes."""
 
 import concurrent.futures
+import functools
 import logging
 import signal
 import socket
@@ -14,7 +15,7 @@ import zeep
 from lxml import etree
 
 from gateway import ns
-from tests.conftest import ROOT, Gateway
+from tests.conftest import ROOT, Gateway, InProcessGateway, outbox_counts, wait_until_settled
 
 ACCOUNT = "0000123456-00001"
 THINGSPACE_USER, THINGSPACE_PASSWORD = "ts-user", "ts-secret-4d1f"
@@ -27,8 +28,9 @@ def quiet_zeep():
     logging.getLogger("zeep").setLevel(logging.ERROR)
 
 
-def bridge(tmp_path, simulator, **settings):
-    """A gateway with known callback credentials and quick retries."""
+def bridge(tmp_path, simulator, kind=InProcessGateway, **settings):
+    """A gateway with known callback credentials and quick retries: in this process
+    unless a test kills it (``kind=Gateway``)."""
     values = {
         "callbacks_username": THINGSPACE_USER,
         "callbacks_password": THINGSPACE_PASSWORD,
@@ -37,11 +39,17 @@ def bridge(tmp_path, simulator, **settings):
         "callbacks_max_attempts": "8",
         **settings,
     }
-    return Gateway(tmp_path, simulator.url, **values)
+    return kind(tmp_path, simulator.url, **values)
+
+
+@functools.lru_cache(maxsize=None)
+def _client(wsdl_url):
+    return zeep.Client(wsdl_url)
 
 
 def soap(gateway, service):
-    return zeep.Client(gateway.service_url(service) + "?wsdl").service
+    """A zeep client of ``service``, its WSDL fetched once per gateway URL."""
+    return _client(gateway.service_url(service) + "?wsdl").service
 
 
 def log_in(gateway):
@@ -132,8 +140,8 @@ def test_a_two_device_go_to_state_yields_two_legacy_callbacks(tmp_path, simulato
             [("Imei", "990000862471854"), ("ICCID", "89148000000800784259")],
             [("Imei", "990000862471855"), ("ICCID", "89148000000800784260")],
         ])
-        envelopes = listener.wait_for(2)
-        time.sleep(0.5)  # a third would show up here
+        listener.wait_for(2)
+        wait_until_settled(gateway, delivered=2)
         envelopes = listener.acknowledged()
     finally:
         gateway.stop()
@@ -174,7 +182,7 @@ def test_a_listener_failing_for_a_while_gets_every_callback_once(tmp_path, simul
             time.sleep(0.05)
         listener.status = 200
         listener.wait_for(2)
-        time.sleep(1.0)  # retries that should not happen would arrive here
+        wait_until_settled(gateway, delivered=2)
     finally:
         gateway.stop()
     acknowledged = [identity(e) for e in listener.acknowledged()]
@@ -241,7 +249,7 @@ def test_wrong_callback_credentials_get_401_and_nothing_is_stored(registered, li
         answer = post_callback(registered, rest_callback("r-401", "1", username=username, password=password))
         assert answer.status_code == 401
     assert outbox(registered, "pending") == []
-    time.sleep(0.3)
+    assert set(outbox_counts(registered).values()) == {0}  # nothing stored, so nothing to send
     assert listener.all() == []
 
 
@@ -264,7 +272,7 @@ def test_a_duplicate_callback_is_acknowledged_and_delivered_once(registered, lis
     listener.wait_for(1)
     # ThingSpace's retry of the same callback carries the next callbackCount.
     assert post_callback(registered, rest_callback("r-dup", "990000000000001", count=2)).status_code == 200
-    time.sleep(0.5)
+    assert wait_until_settled(registered, delivered=1)["delivered"] == 1
     assert len(listener.all()) == 1
 
 
@@ -313,7 +321,7 @@ def test_a_burst_of_1000_callbacks_is_delivered_exactly_once_each(registered, li
         statuses = list(pool.map(lambda body: post_callback(registered, body).status_code, bodies))
     assert statuses == [200] * 1000
     listener.wait_for(1000, timeout_s=120)
-    time.sleep(0.5)
+    wait_until_settled(registered, delivered=1000)
     delivered = [identity(e) for e in listener.acknowledged()]
     assert len(delivered) == 1000
     assert set(delivered) == {(b["requestId"], b["deviceIds"][0]["id"]) for b in bodies}
@@ -325,7 +333,7 @@ def test_a_burst_of_1000_callbacks_is_delivered_exactly_once_each(registered, li
 def test_callbacks_stored_when_the_gateway_is_killed_are_delivered_after_restart(tmp_path, simulator, listener):
     simulator.reset()
     listener.status = 500
-    gateway = bridge(tmp_path, simulator, callbacks_max_attempts="50").start()
+    gateway = bridge(tmp_path, simulator, Gateway, callbacks_max_attempts="50").start()
     try:
         register(gateway, listener.url)
         bodies = [rest_callback("r-kill", f"99000000000{n:04d}") for n in range(20)]
@@ -334,7 +342,7 @@ def test_callbacks_stored_when_the_gateway_is_killed_are_delivered_after_restart
         listener.status = 200
         gateway.start()
         listener.wait_for(20)
-        time.sleep(0.5)
+        wait_until_settled(gateway, delivered=20)
     finally:
         gateway.stop()
     delivered = [identity(e) for e in listener.acknowledged()]
@@ -344,7 +352,7 @@ def test_callbacks_stored_when_the_gateway_is_killed_are_delivered_after_restart
 def test_a_callback_stored_but_not_acknowledged_before_a_kill_is_not_delivered_twice(tmp_path, simulator, listener):
     simulator.reset()
     listener.status = 500
-    gateway = bridge(tmp_path, simulator).start()
+    gateway = bridge(tmp_path, simulator, Gateway).start()
     try:
         register(gateway, listener.url)
         body = rest_callback("r-unacked", "990000000009999")
@@ -362,7 +370,7 @@ def test_a_callback_stored_but_not_acknowledged_before_a_kill_is_not_delivered_t
         # ThingSpace retries the callback it has no acknowledgement for.
         retry = post_callback(gateway, {**body, "callbackCount": 2})
         listener.wait_for(1)
-        time.sleep(1.0)
+        wait_until_settled(gateway, delivered=1)
     finally:
         gateway.stop()
     assert retry.status_code == 200
