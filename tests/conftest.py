@@ -132,10 +132,12 @@ class InProcessGateway:
 
 
 def outbox_counts(gateway):
-    """How many of the gateway's callbacks are in each state, read from its store file."""
-    from gateway.store import SqliteStore
+    """How many of the gateway's callbacks are in each state, read from its store (file or database)."""
+    from gateway import config
+    from gateway.store import open_store
 
-    store = SqliteStore(gateway.env["M2MGW_STORE_PATH"])
+    settings = config.load(environ={name: value for name, value in gateway.env.items() if name.startswith("M2MGW_")})
+    store = open_store(settings.store)
     try:
         return store.counts()
     finally:
