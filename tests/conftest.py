@@ -46,11 +46,10 @@ class Process:
         return Path(self.log_path).read_text(errors="replace") if self.log_path else ""
 
 
-class Simulator(Process):
-    def __init__(self, tmp_path, *extra, port=None):
-        port = port or free_port()
-        args = ["simulator", "--port", str(port), "--callback-retry-s", "0.2", *extra]
-        super().__init__(args, port, log_path=tmp_path / "simulator.log")
+class SimulatorControl:
+    """What a test asks the simulator at ``url``: its recorded requests, a reset, a failing device."""
+
+    url = None
 
     def requests(self, path=None):
         records = requests.get(self.url + "/_simulator/requests", timeout=5).json()
@@ -66,6 +65,43 @@ class Simulator(Process):
             timeout=5,
         )
         answer.raise_for_status()
+
+
+class Simulator(Process, SimulatorControl):
+    """``m2m-gateway simulator`` as a process of its own (for a test that stops it under a gateway)."""
+
+    def __init__(self, tmp_path, *extra, port=None):
+        port = port or free_port()
+        args = ["simulator", "--port", str(port), "--callback-retry-s", "0.2", *extra]
+        super().__init__(args, port, log_path=tmp_path / "simulator.log")
+
+
+class InProcessSimulator(SimulatorControl):
+    """The simulator's WSGI application on werkzeug's threaded server in a thread of this process."""
+
+    def __init__(self, port=None, **settings):
+        from gateway.simulator import SimulatorSettings
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._settings = SimulatorSettings(port=self.port, callback_retry_s=0.2, **settings)
+        self.app = self._server = None
+
+    def start(self):
+        from gateway.access import quiet_server
+        from gateway.simulator import Simulator as SimulatorApp
+
+        self.app = SimulatorApp(self._settings)
+        self._server = quiet_server("127.0.0.1", self.port, self.app)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self.app.close()
+            self._server = None
 
 
 def gateway_settings(tmp_path, upstream_url, port, settings):
@@ -180,10 +216,11 @@ def root_logging_restored():
 
 
 @pytest.fixture(scope="session")
-def simulator(tmp_path_factory):
-    process = Simulator(tmp_path_factory.mktemp("simulator")).start()
-    yield process
-    process.stop()
+def simulator():
+    """ThingSpace, simulated in this process; the gateways reach it over HTTP."""
+    server = InProcessSimulator().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import requests
 import zeep
 from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.test import Client
 
 from tests import envelopes
 from tests.conftest import Gateway
@@ -37,6 +38,11 @@ def two_workers(tmp_path, upstream):
         tmp_path, upstream.url, server_workers="2",
         callbacks_username="gw", callbacks_password="gw-secret", callbacks_backoff_s="0.1", callbacks_max_attempts="2",
     ).start()
+    # Both workers forked: the port listens from the master's bind, before them.
+    deadline = time.monotonic() + 30
+    while len(process.pids()) < 3:
+        assert time.monotonic() < deadline, "gunicorn did not fork its two workers"
+        time.sleep(0.05)
     yield process
     process.stop()
 
@@ -51,16 +57,13 @@ def test_readyz_is_ready_with_a_store_delivery_under_way_and_a_bearer(gateway):
     assert (answer.status_code, answer.json()) == (200, {"ready": True, "store": "ok", "delivery": "ok", "upstream": "ok"})
 
 
-def test_readyz_is_not_ready_when_thingspace_cannot_be_reached(tmp_path):
+def test_readyz_is_not_ready_when_thingspace_cannot_be_reached(new_gateway_app):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
-        process = Gateway(tmp_path, f"http://127.0.0.1:{closed.getsockname()[1]}").start()
-        try:
-            answer = requests.get(process.url + "/readyz", timeout=30)
-        finally:
-            process.stop()
+        app = new_gateway_app(f"http://127.0.0.1:{closed.getsockname()[1]}")
+        answer = Client(app).get("/readyz")
     assert answer.status_code == 503
-    assert answer.json() == {
+    assert answer.json == {
         "ready": False, "store": "ok", "delivery": "ok", "upstream": "ThingSpace could not be reached (connection refused)"
     }
 
@@ -78,8 +81,12 @@ def test_counters_move_by_exactly_what_a_scripted_scenario_did(two_workers, upst
     assert post(envelopes.go_to_state({**envelopes.VALID, **devices}, token=token)).status_code == 200
     assert post(envelopes.go_to_state({**envelopes.VALID, **devices, "SkuNumber": "S" * 21}, token=token)).status_code == 500
     listener.wait_for(2)
-    time.sleep(0.5)  # the delivered counter is written after the listener's answer
-    after = scrape(two_workers)
+    # The delivered counter moves just after the listener's answer is recorded.
+    delivered_before = value(before, "m2mgw_callbacks_delivered_total")
+    deadline = time.monotonic() + 20
+    while value(after := scrape(two_workers), "m2mgw_callbacks_delivered_total") < delivered_before + 2:
+        assert time.monotonic() < deadline, "the delivered counter did not move by 2"
+        time.sleep(0.05)
 
     def moved(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
