@@ -196,6 +196,17 @@ def wait_until_settled(gateway, delivered, timeout_s=30):
         time.sleep(0.05)
 
 
+# A test using one of these needs a server process (pytest.mark.process): the
+# session's gunicorn gateway, the session's PostgreSQL cluster.
+PROCESS_FIXTURES = {"gateway", "postgres_server", "postgres_url"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if PROCESS_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.process)
+
+
 @pytest.fixture(autouse=True)
 def root_logging_restored():
     """The root logger's handlers and levels as before the test.
@@ -228,6 +239,15 @@ def gateway(tmp_path_factory, simulator):
     process = Gateway(tmp_path_factory.mktemp("gateway"), simulator.url).start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def served_gateway(tmp_path_factory, simulator):
+    """The gateway in this process over real HTTP, before the shared simulator: for the
+    SOAP toolkits (zeep, suds) and the request corpus, which need no gunicorn."""
+    server = InProcessGateway(tmp_path_factory.mktemp("served-gateway"), simulator.url).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -330,6 +330,7 @@ def test_a_burst_of_1000_callbacks_is_delivered_exactly_once_each(registered, li
 # -- crashes ---------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_callbacks_stored_when_the_gateway_is_killed_are_delivered_after_restart(tmp_path, simulator, listener):
     # No listener registered yet: the callbacks wait in the store, unclaimed,
     # when the gateway dies. (A claim held at the kill lapses after the lease:
@@ -350,6 +351,7 @@ def test_callbacks_stored_when_the_gateway_is_killed_are_delivered_after_restart
     assert sorted(delivered) == sorted(("r-kill", b["deviceIds"][0]["id"]) for b in bodies)
 
 
+@pytest.mark.process
 def test_a_callback_stored_but_not_acknowledged_before_a_kill_is_not_delivered_twice(tmp_path, simulator, listener):
     simulator.reset()
     gateway = bridge(tmp_path, simulator, Gateway).start()  # no listener yet: what is stored waits

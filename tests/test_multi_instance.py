@@ -10,11 +10,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
+import pytest
 import requests
 
 from gateway.store import PostgresStore
 from tests.conftest import Gateway, wait_until_settled
 from tests.test_callbacks import ACCOUNT, go_to_state, identity, parsed, receiver_url, register, rest_callback
+
+pytestmark = pytest.mark.process
 
 # The timeout of one POST to a listener; a claim's lease is 11 of them
 # (DeliveryWorker), short in the kill test so that a dead instance's claims

@@ -21,7 +21,10 @@ def _nginx():
     return shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
 
 
-pytestmark = pytest.mark.skipif(_nginx() is None, reason="nginx is not installed (make test installs it)")
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(_nginx() is None, reason="nginx is not installed (make test installs it)"),
+]
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from werkzeug.test import Client
 from tests import envelopes
 from tests.conftest import Gateway
 
+pytestmark = pytest.mark.process
+
 ACCOUNT = "0000123456-00001"
 
 

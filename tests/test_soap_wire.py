@@ -10,7 +10,7 @@ from lxml import etree
 
 from gateway import ns
 from gateway.soap.conventions import soap_action
-from tests.conftest import InProcessGateway, Simulator
+from tests.conftest import InProcessGateway, InProcessSimulator
 
 GO_TO_STATE = "/api/m2m/v1/devices/actions/goToState"
 WSDL_DIR = Path(__file__).resolve().parents[1] / "wsdl"
@@ -260,13 +260,13 @@ def test_an_upstream_that_never_answers_is_a_server_fault_after_the_timeout(tmp_
 
 
 def test_a_bearer_refused_as_expired_is_fetched_again_once(tmp_path):
-    first = Simulator(tmp_path).start()
+    first = InProcessSimulator().start()
     process = InProcessGateway(tmp_path, first.url).start()
     try:
         log_in(process)
         first.stop()
         # A new simulator on the same port knows none of the tokens issued so far.
-        second = Simulator(tmp_path, port=first.port).start()
+        second = InProcessSimulator(port=first.port).start()
         try:
             log_in(process)
             attempts = second.requests("/api/m2m/v1/session/login")

@@ -42,7 +42,7 @@ NOW = 1_000.0
 ACCOUNT, SERVICE, URL = "0000123456-00001", "GoToState", "http://listener.example/callbacks"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.process)])
 def new_settings(request, tmp_path):
     """Makes ``[store]`` settings naming a new, empty store of the backend under test."""
     if request.param == "sqlite":
@@ -204,6 +204,7 @@ def test_callback_credentials_are_made_once_and_kept(store, new_settings):
     other.close()
 
 
+@pytest.mark.process
 def test_four_processes_opening_a_new_store_at_once_agree_on_the_callback_credentials(settings):
     # Each also creates the schema if it finds none: exactly one may.
     credentials = run_processes(_open_and_get_callback_credentials, [(settings,)] * 4)
@@ -521,6 +522,7 @@ def test_an_id_is_never_reused_after_a_purge(store):
     assert second.id > first.id
 
 
+@pytest.mark.process
 def test_processes_claiming_at_once_never_get_the_same_entry(store, settings):
     register(store)
     for n in range(500):
@@ -535,6 +537,7 @@ def test_processes_claiming_at_once_never_get_the_same_entry(store, settings):
     assert store.counts()["delivered"] == 500
 
 
+@pytest.mark.process
 def test_an_acknowledged_callback_survives_the_process_being_killed(settings):
     process = SPAWN.Process(target=_add_callbacks_then_die, args=(settings, 3))
     process.start()

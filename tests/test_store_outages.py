@@ -27,6 +27,8 @@ from tests.conftest_postgres import PostgresServer, postgres_bin_dir
 from tests.test_callbacks import ACCOUNT, bridge, log_in, post_callback, rest_callback
 from tests.test_delivery_faults import delivered_request_ids, wait_until
 
+pytestmark = pytest.mark.process
+
 
 def callback(request_id):
     return rest_callback(request_id, "990000862471854")

@@ -63,7 +63,7 @@ def instant(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.process)])
 def test_a_go_to_state_whose_first_delivery_failed_is_traced_attempt_by_attempt(
     backend, tmp_path, simulator, listener, request
 ):
