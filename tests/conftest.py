@@ -1,5 +1,6 @@
 """Real processes on 127.0.0.1: the simulator and the gateway, started as a user would."""
 
+import json
 import logging
 import os
 import signal
@@ -80,11 +81,12 @@ class InProcessSimulator(SimulatorControl):
     """The simulator's WSGI application on werkzeug's threaded server in a thread of this process."""
 
     def __init__(self, port=None, **settings):
+        """``settings``: SimulatorSettings' fields, over quick retries."""
         from gateway.simulator import SimulatorSettings
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._settings = SimulatorSettings(port=self.port, callback_retry_s=0.2, **settings)
+        self._settings = SimulatorSettings(**{"port": self.port, "callback_retry_s": 0.2, **settings})
         self.app = self._server = None
 
     def start(self):
@@ -291,15 +293,15 @@ def upstream(simulator):
 
 
 class Listener:
-    """A legacy callback listener on 127.0.0.1: records every POST, answers what it is told."""
+    """A callback listener on 127.0.0.1 (the gateway's legacy one, or the simulator's REST one):
+    records every POST, answers what it is told."""
 
-    def __init__(self):
+    def __init__(self, statuses=()):
         import http.server
-        import threading
 
         self.received = []  # (path, headers, body, status, when answered)
         self.status = 200
-        self.next_statuses = []  # answered, in order, to the next POSTs before `status` again
+        self.next_statuses = list(statuses)  # answered, in order, to the next POSTs before `status` again
         self.delay_s = 0.0  # how long it takes to answer: past the gateway's timeout, a failure
         self._lock = threading.Lock()
         listener = self
@@ -322,7 +324,7 @@ class Listener:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_port}/listener"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def acknowledged(self):
@@ -339,13 +341,25 @@ class Listener:
         with self._lock:
             return [record[:4] for record in self.received]
 
+    def posted_json(self):
+        """The JSON document of every POST, whatever it was answered, in arrival order."""
+        return [json.loads(body) for _, _, body, _ in self.all()]
+
     def wait_for(self, count, timeout_s=30):
+        """The bodies acknowledged, once there are ``count``."""
+        self._wait(lambda: len(self.acknowledged()) >= count, f"{count} callbacks acknowledged", timeout_s)
+        return self.acknowledged()
+
+    def wait_for_posts(self, count, timeout_s=30):
+        """``posted_json()`` once ``count`` POSTs arrived, acknowledged or not."""
+        self._wait(lambda: len(self.all()) >= count, f"{count} POSTs", timeout_s)
+        return self.posted_json()
+
+    def _wait(self, condition, what, timeout_s):
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if len(self.acknowledged()) >= count:
-                return self.acknowledged()
-            time.sleep(0.05)
-        raise AssertionError(f"{len(self.acknowledged())} of {count} callbacks acknowledged after {timeout_s} s")
+        while not condition():
+            assert time.monotonic() < deadline, f"not {what} after {timeout_s} s: {len(self.all())} POSTs"
+            time.sleep(0.02)
 
     def close(self):
         self._server.shutdown()
