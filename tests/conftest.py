@@ -16,6 +16,9 @@ from tests.conftest_postgres import postgres_server, postgres_url  # noqa: F401 
 
 ROOT = processes.ROOT
 free_port = processes.free_port
+# How often a server thread of this process looks whether it is to stop: a
+# test's teardown waits up to this for each one it closes.
+SHUTDOWN_POLL_S = 0.01
 
 
 class Process:
@@ -77,7 +80,30 @@ class Simulator(Process, SimulatorControl):
         super().__init__(args, port, log_path=tmp_path / "simulator.log")
 
 
-class InProcessSimulator(SimulatorControl):
+class ServedInThread:
+    """A WSGI application (``app``) on werkzeug's threaded server, in a thread of this process, on ``port``."""
+
+    port = app = _server = None
+
+    def _serve(self, app):
+        from gateway.access import quiet_server
+
+        self.app = app
+        self._server = quiet_server("127.0.0.1", self.port, app)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S}, daemon=True).start()
+        return self
+
+    def _stop_serving(self):
+        """Stop taking requests; False if not serving."""
+        if self._server is None:
+            return False
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+        return True
+
+
+class InProcessSimulator(ServedInThread, SimulatorControl):
     """The simulator's WSGI application on werkzeug's threaded server in a thread of this process."""
 
     def __init__(self, port=None, **settings):
@@ -87,23 +113,15 @@ class InProcessSimulator(SimulatorControl):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._settings = SimulatorSettings(**{"port": self.port, "callback_retry_s": 0.2, **settings})
-        self.app = self._server = None
 
     def start(self):
-        from gateway.access import quiet_server
         from gateway.simulator import Simulator as SimulatorApp
 
-        self.app = SimulatorApp(self._settings)
-        self._server = quiet_server("127.0.0.1", self.port, self.app)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
+        return self._serve(SimulatorApp(self._settings))
 
     def stop(self):
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._stop_serving():
             self.app.close()
-            self._server = None
 
 
 def gateway_settings(tmp_path, upstream_url, port, settings):
@@ -131,7 +149,7 @@ class Gateway(Process):
         return f"{self.url}/api/v2/{service}.svc"
 
 
-class InProcessGateway:
+class InProcessGateway(ServedInThread):
     """The gateway's WSGI application (gateway.app.Gateway, delivery worker and all) on
     werkzeug's threaded server in a thread of this process.
 
@@ -146,25 +164,17 @@ class InProcessGateway:
         self.url = f"http://127.0.0.1:{self.port}"
         self._settings = gateway_settings(tmp_path, upstream_url, self.port, settings)
         self.env = {**os.environ, **self._settings}
-        self.app = self._server = None
 
     def start(self):
         from gateway import config
-        from gateway.access import quiet_server
         from gateway.app import Gateway as GatewayApp
 
-        self.app = GatewayApp(config.load(environ=self._settings))
-        self._server = quiet_server("127.0.0.1", self.port, self.app)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
+        return self._serve(GatewayApp(config.load(environ=self._settings)))
 
     def stop(self):
         """As the server's graceful stop: no new requests, then the delivery worker finishes what it sends."""
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._stop_serving():
             self.app.close(timeout=10)
-            self._server = None
 
     service_url = Gateway.service_url
 
@@ -324,7 +334,7 @@ class Listener:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_port}/listener"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S}, daemon=True)
         self._thread.start()
 
     def acknowledged(self):

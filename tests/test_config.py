@@ -129,6 +129,7 @@ def test_secrets_stay_out_of_the_settings_repr():
     assert not {"s3cr3t-value", "cb-user-value", "cb-pass-value"} & set(repr(settings).split("'"))
 
 
+@pytest.mark.process
 def test_serve_stops_at_start_up_with_one_line_naming_the_key():
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "serve"],

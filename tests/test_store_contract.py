@@ -577,6 +577,7 @@ def _open_at_schema_1(settings):
     return Schema1Store(settings.url or settings.path)
 
 
+@pytest.mark.process
 def test_a_store_written_by_the_previous_schema_opens_and_traces_what_arrives_after_the_upgrade(settings):
     old = _open_at_schema_1(settings)
     register(old)

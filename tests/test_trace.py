@@ -63,7 +63,8 @@ def instant(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.process)])
+@pytest.mark.process
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_go_to_state_whose_first_delivery_failed_is_traced_attempt_by_attempt(
     backend, tmp_path, simulator, listener, request
 ):
@@ -125,6 +126,7 @@ def test_a_go_to_state_whose_first_delivery_failed_is_traced_attempt_by_attempt(
         assert secret not in shown
 
 
+@pytest.mark.process
 def test_a_go_to_state_the_store_could_not_remember_is_answered_and_its_callbacks_traced(
     tmp_path, simulator, listener, caplog
 ):
