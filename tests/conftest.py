@@ -1,4 +1,5 @@
-"""Real processes on 127.0.0.1: the simulator and the gateway, started as a user would."""
+"""What the tests run on 127.0.0.1: the simulator and the gateway, in a thread of this process
+or as processes started as a user would; the one test listener; waiting on the store."""
 
 import json
 import logging
