@@ -15,6 +15,7 @@ import zeep
 from lxml import etree
 
 from gateway import ns
+from gateway.callbacks import delivery
 from tests.conftest import ROOT, Gateway, InProcessGateway, outbox_counts, wait_until_settled
 
 ACCOUNT = "0000123456-00001"
@@ -289,6 +290,22 @@ def test_a_callback_without_a_listener_waits_visibly_until_one_is_registered(tmp
     finally:
         gateway.stop()
     assert identity(listener.acknowledged()[0]) == ("r-wait", "990000000000002")
+
+
+def test_a_callback_waiting_for_a_listener_goes_as_soon_as_one_is_registered(tmp_path, simulator, listener, monkeypatch):
+    # An idle worker looks again only every IDLE_POLL_S: made long here, so
+    # that only the registration waking it can deliver within the wait below.
+    monkeypatch.setattr(delivery, "IDLE_POLL_S", 60.0)
+    simulator.reset()
+    gateway = bridge(tmp_path, simulator).start()
+    try:
+        assert post_callback(gateway, rest_callback("r-waiting", "990000000000005")).status_code == 200
+        assert outbox_counts(gateway)["pending"] == 1
+        register(gateway, listener.url)
+        (envelope,) = listener.wait_for(1, timeout_s=5)
+    finally:
+        gateway.stop()
+    assert identity(envelope) == ("r-waiting", "990000000000005")
 
 
 @pytest.mark.process
