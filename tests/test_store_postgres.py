@@ -12,6 +12,8 @@ import pytest
 
 from gateway.store import PostgresStore
 
+pytestmark = pytest.mark.process
+
 NOW = 1_000.0
 LATEST = len(PostgresStore.MIGRATIONS)
 ACCOUNT, SERVICE, URL = "0000123456-00001", "GoToState", "http://listener.example/callbacks"
