@@ -13,17 +13,15 @@ import psycopg
 import pytest
 import requests
 
+from gateway.callbacks.delivery import LEASE_S  # a dead instance's claims lapse after it
 from gateway.store import PostgresStore
 from tests.conftest import Gateway, wait_until_settled
 from tests.test_callbacks import ACCOUNT, go_to_state, identity, parsed, receiver_url, register, rest_callback
 
 pytestmark = pytest.mark.process
 
-# The timeout of one POST to a listener; a claim's lease is 11 of them
-# (DeliveryWorker), short in the kill test so that a dead instance's claims
-# lapse soon.
+# The timeout of one POST to a listener, short in the kill test.
 DELIVERY_TIMEOUT_S = 0.5
-LEASE_S = 11 * DELIVERY_TIMEOUT_S
 # Where no instance dies: long enough that the listener in this busy pytest
 # process always answers in time, so that a second copy of a callback can
 # only be a claim given out twice, never a timed-out first POST sent again.
