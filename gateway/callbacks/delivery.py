@@ -36,6 +36,8 @@ import requests
 from gateway import outbound
 from gateway.exceptions import DeliveryStalled, GatewayError, ListenerRefused, StoreUnavailable
 from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED, DELIVERY_PASS_COMPLETED
+from gateway.store.group_commit import GroupCommit
+from gateway.store.records import Settlement
 from gateway.supervise import supervised_thread
 from gateway.translate import callback
 
@@ -84,6 +86,9 @@ class DeliveryWorker:
         # Outcomes the store could not record yet, oldest first: recorded before anything is claimed.
         self._unrecorded = collections.deque()
         self._recording = threading.Lock()
+        # The senders' outcomes recorded together: one transaction for what they settled meanwhile.
+        # Waiting up to a lease: meanwhile the claims stay renewed.
+        self._settlements = GroupCommit(store.settle, LEASE_S, "the delivery outcome")
         # The entries this worker is sending or has yet to record, and since when: the leases it renews.
         self._held = {}
         # A sender that hangs must not hold its claims for ever: past this, they lapse.
@@ -232,16 +237,16 @@ class DeliveryWorker:
 
     def _settle(self, outcome):
         delivery, attempt, settings = outcome.delivery, outcome.attempt, self._settings
-        history = {"url": delivery.url, "duration_s": outcome.duration_s}  # for the entry's attempts
-        if outcome.problem is None:
-            if not self._store.mark_delivered(delivery.id, self._id, outcome.at, **history):
-                return self._lost(outcome)
+        at, problem = outcome.at, outcome.problem
+        retry_at = None
+        if problem is not None and attempt < settings.max_attempts:
+            retry_at = at + settings.backoff_s * 2 ** (attempt - 1)
+        if not self._settlements.write(Settlement(delivery.id, self._id, at, problem, retry_at, delivery.url, outcome.duration_s)):
+            return self._lost(outcome)
+        if problem is None:
             CALLBACKS_DELIVERED.inc()
             log.info("callback %d requestId=%s delivered (attempt %d)", delivery.id, delivery.request_id, attempt)
             return
-        retry_at = outcome.at + settings.backoff_s * 2 ** (attempt - 1) if attempt < settings.max_attempts else None
-        if not self._store.mark_failed(delivery.id, self._id, outcome.at, outcome.problem, retry_at, **history):
-            return self._lost(outcome)
         (CALLBACKS_RETRIED if retry_at else CALLBACKS_DEAD).inc()
         log.warning(
             "callback %d requestId=%s attempt %d/%d failed: %s%s",
@@ -249,7 +254,7 @@ class DeliveryWorker:
             delivery.request_id,
             attempt,
             settings.max_attempts,
-            outcome.problem,
+            problem,
             "" if retry_at else "; dead-lettered",
         )
 
