@@ -364,7 +364,7 @@ def profile(count):
                 "JSON parse": ("json/__init__.py", "loads"),
                 "callback.check": ("gateway/translate/callback.py", "check"),
                 "dedupe_key": ("gateway/translate/callback.py", "dedupe_key"),
-                "store.add_callback (commit)": ("gateway/store/", "add_callback"),
+                "store.add_callbacks (commit)": ("gateway/store/", "add_callbacks"),
                 "SQLite commit": ("~", "<method 'commit' of 'sqlite3.Connection' objects>"),
             },
         )
@@ -394,7 +394,7 @@ def profile(count):
                 "kind_spellings lookup": ("gateway/store/", "kind_spellings"),
                 "callback.to_envelope": ("gateway/translate/callback.py", "to_envelope"),
                 "POST to the listener": ("gateway/callbacks/delivery.py", "_post"),
-                "mark_delivered": ("gateway/store/", "mark_delivered"),
+                "settle (outcomes recorded)": ("gateway/store/", "settle"),
                 "SQLite commit": ("~", "<method 'commit' of 'sqlite3.Connection' objects>"),
                 "logging": ("logging/__init__.py", "info"),
             },

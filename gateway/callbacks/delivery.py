@@ -20,6 +20,7 @@ but before that was recorded sends the callback again after restart.
 """
 
 import collections
+import functools
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import requests
+import urllib3
 
 from gateway import outbound
 from gateway.exceptions import DeliveryStalled, GatewayError, ListenerRefused, StoreUnavailable
@@ -56,7 +57,7 @@ RENEW_EVERY_S = 2.5
 HOUSEKEEPING_S = 60.0
 # How often an idle worker looks for work other processes stored.
 IDLE_POLL_S = 1.0
-# What OpenSSL said, in the text of the error requests raises: "[SSL: CODE] what (_ssl.c:1006)".
+# What OpenSSL said, in the text of the error urllib3 raises: "[SSL: CODE] what (_ssl.c:1006)".
 _OPENSSL_REASON = re.compile(r"\[SSL: \w+\] ([^(']+)")
 
 
@@ -82,7 +83,9 @@ class DeliveryWorker:
         self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._local = threading.local()
+        # One thread-safe pool per listener origin, its connections kept alive between deliveries.
+        self._pool = functools.lru_cache(maxsize=64)(self._listener_pool)
+        self._timeout = urllib3.Timeout(connect=settings.timeout_s, read=settings.timeout_s)
         # Outcomes the store could not record yet, oldest first: recorded before anything is claimed.
         self._unrecorded = collections.deque()
         self._recording = threading.Lock()
@@ -269,44 +272,46 @@ class DeliveryWorker:
 
     def _post(self, url, envelope):
         """None when the listener acknowledged; otherwise what went wrong."""
-        http = getattr(self._local, "http", None)
-        if http is None:
-            # One per thread: requests' sessions are not thread-safe.
-            http = self._local.http = outbound.session(
-                ca_bundle=self._settings.ca_bundle, client_cert=_client_cert(self._settings)
-            )
         origin = urlsplit(url)
         try:
-            response = http.post(
+            response = self._pool(f"{origin.scheme}://{origin.netloc}").request(
+                "POST",
                 url,
-                data=envelope,
+                body=envelope,
                 headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
-                timeout=self._settings.timeout_s,
-                proxies=outbound.proxies(f"{origin.scheme}://{origin.netloc}"),
+                timeout=self._timeout,
                 # A redirect could lead anywhere, past the listener policy: it is an answer like any non-2xx.
-                allow_redirects=False,
+                redirect=False,
             )
-        except requests.exceptions.SSLError as error:
+        except urllib3.exceptions.SSLError as error:
             # The usual cause: a listener on a private CA, not in [callbacks] ca_bundle.
             return f"TLS with the listener failed: {_tls_reason(error)}"
-        except requests.RequestException as error:
-            return f"listener unreachable ({type(error).__name__})"
-        if 200 <= response.status_code < 300:
+        except urllib3.exceptions.HTTPError as error:
+            return f"listener unreachable ({_unreachable(error)})"
+        if 200 <= response.status < 300:
             return None
-        return f"listener answered HTTP {response.status_code}"
+        return f"listener answered HTTP {response.status}"
+
+    def _listener_pool(self, origin):
+        settings = self._settings
+        return outbound.pool(origin, ca_bundle=settings.ca_bundle, client_cert=settings.client_cert, client_key=settings.client_key)
+
+
+def _unreachable(error):
+    """What went wrong, in the words operators know from the attempt history (requests' names)."""
+    if isinstance(error, urllib3.exceptions.NewConnectionError):
+        return "ConnectionError"
+    if isinstance(error, urllib3.exceptions.ConnectTimeoutError):
+        return "ConnectTimeout"
+    if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+        return "ReadTimeout"
+    return "ConnectionError"
 
 
 def _tls_reason(error):
-    """What OpenSSL said went wrong, out of the chain of errors requests wraps it in."""
+    """What OpenSSL said went wrong, out of the text of the error urllib3 raises."""
     text = str(error)
     reason = _OPENSSL_REASON.search(text)
     if reason:
         return reason.group(1).strip()
     return text.rpartition("Caused by ")[2][:200]
-
-
-def _client_cert(settings):
-    """``[callbacks] client_cert`` (and its ``client_key``) as requests takes it, or None."""
-    if settings.client_key:
-        return settings.client_cert, settings.client_key
-    return settings.client_cert
