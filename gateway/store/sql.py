@@ -252,8 +252,10 @@ class SqlStore(ABC):
         The SELECT and the UPDATE run in one transaction, under the backend's
         CLAIM_LOCK, so that no entry is claimed by two workers. (Not UPDATE
         ... RETURNING: it cannot return the registration's columns nor keep an order.)
+        Not waiting for the disk: a claim lost with a power cut only lets the
+        entry be claimed and sent again, as a lapsed lease does.
         """
-        with self._write() as db:
+        with self._write(flushed=False) as db:
             rows = db.execute(
                 f"""SELECT o.id, o.account, o.service, o.request_id, o.body, o.attempts,
                     r.url, r.username, r.password, o.received_at
@@ -271,8 +273,8 @@ class SqlStore(ABC):
         return [Delivery(*row[:8], self._box.open(row[8]), row[9]) for row in rows]
 
     def renew_claims(self, worker, ids, until):
-        """Extend to ``until`` the leases ``worker`` holds on the entries ``ids``."""
-        with self._write() as db:
+        """Extend to ``until`` the leases ``worker`` holds on the entries ``ids``; not waiting for the disk, as claim_due."""
+        with self._write(flushed=False) as db:
             db.executemany(
                 f"UPDATE outbox SET claimed_until = :until WHERE id = :id AND state = '{CLAIMED}' AND claimed_by = :worker",
                 [{"worker": worker, "until": until, "id": id} for id in ids],
