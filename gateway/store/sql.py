@@ -226,25 +226,31 @@ class SqlStore(ABC):
 
         A dedupe key twice in ``callbacks`` is stored once, the second is a duplicate.
         """
+        # Keys inserted in their order: two transactions inserting the same keys
+        # (a re-sent callback in two processes) wait for each other, never deadlock.
+        order = sorted(range(len(callbacks)), key=lambda n: callbacks[n].dedupe_key)
+        stored = [False] * len(callbacks)
         with self._write() as db:
-            return [
-                db.execute(
-                    f"""INSERT INTO outbox
-                    (dedupe_key, account, service, request_id, body, state, attempts, received_at, next_attempt_at)
-                    VALUES (:dedupe_key, :account, :service, :request_id, :body, '{PENDING}', 0, :now, :now)
-                    ON CONFLICT (dedupe_key) DO NOTHING""",
-                    {
-                        "dedupe_key": received.dedupe_key,
-                        "account": received.account,
-                        "service": received.service,
-                        "request_id": received.request_id,
-                        "body": received.body,
-                        "now": received.received_at,
-                    },
-                ).rowcount
-                == 1
-                for received in callbacks
-            ]
+            for n in order:
+                received = callbacks[n]
+                stored[n] = (
+                    db.execute(
+                        f"""INSERT INTO outbox
+                        (dedupe_key, account, service, request_id, body, state, attempts, received_at, next_attempt_at)
+                        VALUES (:dedupe_key, :account, :service, :request_id, :body, '{PENDING}', 0, :now, :now)
+                        ON CONFLICT (dedupe_key) DO NOTHING""",
+                        {
+                            "dedupe_key": received.dedupe_key,
+                            "account": received.account,
+                            "service": received.service,
+                            "request_id": received.request_id,
+                            "body": received.body,
+                            "now": received.received_at,
+                        },
+                    ).rowcount
+                    == 1
+                )
+        return stored
 
     def claim_due(self, worker, now, lease_s, limit):
         """Claim for ``worker`` up to ``limit`` due entries that have a listener, oldest first.
@@ -277,7 +283,7 @@ class SqlStore(ABC):
         with self._write(flushed=False) as db:
             db.executemany(
                 f"UPDATE outbox SET claimed_until = :until WHERE id = :id AND state = '{CLAIMED}' AND claimed_by = :worker",
-                [{"worker": worker, "until": until, "id": id} for id in ids],
+                [{"worker": worker, "until": until, "id": id} for id in sorted(ids)],  # in id order: see settle
             )
 
     def mark_delivered(self, id, worker, now, *, url=None, duration_s=None):
@@ -306,8 +312,14 @@ class SqlStore(ABC):
         counted: that of a worker that lost its claim is not recorded, as
         another worker now owns the entry and its history.
         """
+        # Rows locked in the order of their ids, as renew_claims locks them: two
+        # transactions of several rows each can never wait for each other.
+        order = sorted(range(len(settlements)), key=lambda n: settlements[n].id)
+        recorded = [False] * len(settlements)
         with self._write() as db:
-            return [self._settle(db, settlement) for settlement in settlements]
+            for n in order:
+                recorded[n] = self._settle(db, settlements[n])
+        return recorded
 
     def outbox(self, state):
         """The entries an operator asks for: ``pending`` (claimed ones included) or ``dead``."""
