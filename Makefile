@@ -18,7 +18,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 VENV_PYTHON_ID := $(VENV)/.python
 
-.PHONY: run test wsdl clean FORCE
+.PHONY: run test test-fast wsdl clean FORCE
 
 # PYTHON_ID of the interpreter .venv was built with: when it is not the one
 # chosen now, .venv is built anew with the one chosen now.
@@ -41,6 +41,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The edit loop: the in-process part of the suite, in well under 30 s; what
+# needs a server process of its own (pytest.mark.process) is left to `make test`.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not process" $(PYTEST_ARGS)
 
 wsdl: $(STAMP)
 	for s in CallbackRegistrationService SessionService StateService; do \

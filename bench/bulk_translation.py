@@ -6,7 +6,7 @@ gateway  the gateway's real request path up to the upstream call, driven through
          ``WsgiMethodContext`` per request, and its ``WcfSoap11`` protocol's
          ``create_in_document`` (envelope.parse), ``decompose_incoming_envelope``
          (envelope.split), ``generate_method_contexts`` (dispatch + SOAPAction rule)
-         and ``deserialize`` (strict.read against GoToState's in-message), then
+         and ``deserialize`` (deserializer.read against GoToState's in-message), then
          ``gotostate.to_rest`` and ``json.dumps(..., allow_nan=False).encode()``
          (what ``requests`` does with ``json=``). No network, no store.
 floor    ``lxml.etree.fromstring`` + a hand-written loop collecting the same data +
@@ -65,7 +65,7 @@ def request_body(devices):
 class GatewayPath:
     """The StateService endpoint as the gateway builds it, driven request by request."""
 
-    STAGES = ("parse", "split", "dispatch", "strict read", "to_rest", "json")
+    STAGES = ("parse", "split", "dispatch", "deserializer read", "to_rest", "json")
 
     def __init__(self, default_mdn_zip_code=None):
         from spyne.server.wsgi import WsgiMethodContext
@@ -106,7 +106,7 @@ class GatewayPath:
         t2 = clock()
         ctx = protocol.generate_method_contexts(ctx)[0]  # dispatch on the body element, SOAPAction rule
         t3 = clock()
-        protocol.deserialize(ctx, protocol.REQUEST)  # strict.read on the in-message
+        protocol.deserialize(ctx, protocol.REQUEST)  # deserializer.read on the in-message
         t4 = clock()
         (request,) = ctx.in_object
         if not ctx.in_header:
@@ -268,7 +268,7 @@ def profile(gateway, body, top, runs=5):
         top,
         focus={
             "parse (envelope.parse)": ("gateway/soap/envelope.py", "parse"),
-            "strict read (strict.read)": ("gateway/soap/strict.py", "read"),
+            "deserializer read (deserializer.read)": ("gateway/soap/deserializer.py", "read"),
             "to_rest": ("gateway/translate/gotostate.py", "to_rest"),
             "json.dumps": ("json/__init__.py", "dumps"),
         },

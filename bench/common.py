@@ -1,8 +1,9 @@
 """What the three benchmarks share: ports, child processes, statistics, tables, a tiny HTTP server.
 
 Everything listens on 127.0.0.1 only. Every child process started here is
-remembered by its PID and ended by that PID only (SIGTERM, then SIGKILL after
-a bounded wait), also when the benchmark itself fails (atexit).
+remembered by its PID, runs in a process group of its own and is ended by
+that PID only (SIGTERM, then SIGKILL to its group after a bounded wait; see
+gateway/processes.py), also when the benchmark itself fails (atexit).
 """
 
 import asyncio
@@ -16,41 +17,24 @@ import platform
 import pstats
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
+from gateway import processes
+from gateway.processes import free_port, wait_for_port  # noqa: F401  (free_port: for the benchmarks)
+
+ROOT = processes.ROOT
+HOST = processes.LOOPBACK
 STARTUP_TIMEOUT_S = 30
-STOP_TIMEOUT_S = 30
+STOP_TIMEOUT_S = processes.STOP_TIMEOUT_S
 
 _children = []
 
 
 # -- ports and processes ----------------------------------------------------------
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port, popen=None, timeout_s=STARTUP_TIMEOUT_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if popen is not None and popen.poll() is not None:
-            raise RuntimeError(f"{popen.args[:4]} exited with {popen.returncode} before listening on {port}")
-        try:
-            socket.create_connection((HOST, port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout_s} s")
 
 
 class Child:
@@ -72,7 +56,8 @@ class Child:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self.popen = subprocess.Popen(
-                self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                process_group=0,  # its own: stopping it never signals this benchmark's group
             )
         finally:
             if self.log_path:
@@ -80,21 +65,15 @@ class Child:
         _children.append(self)
         if self.port is not None:
             try:
-                wait_for_port(self.port, self.popen)
+                wait_for_port(self.port, [self.popen], timeout_s=STARTUP_TIMEOUT_S)
             except Exception:
                 self.stop()
                 raise
         return self
 
     def stop(self, timeout_s=STOP_TIMEOUT_S):
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        os.kill(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=timeout_s)
+        if self.popen is not None:
+            processes.stop(self.popen, timeout_s)
 
     def log(self):
         return Path(self.log_path).read_text(errors="replace") if self.log_path else ""

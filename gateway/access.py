@@ -46,11 +46,17 @@ class _QuietRequestHandler(WSGIRequestHandler):
         pass
 
 
-def serve_quietly(host, port, app):
-    """Serve ``app`` on werkzeug's threaded development server until interrupted.
+def quiet_server(host, port, app):
+    """``app`` on werkzeug's threaded development server, bound and not yet serving.
 
-    For the simulator and the demo listener. Not through ``run_simple``: its
-    banner is in ANSI colours and spans lines, which the one-line log format
-    shows as escape codes and a literal ``\\n``; the callers log their URL.
+    For the simulator, the demo listener and the tests' in-process gateways.
+    Not through ``run_simple``: its banner is in ANSI colours and spans lines,
+    which the one-line log format shows as escape codes and a literal ``\\n``;
+    the callers log their URL.
     """
-    make_server(host, port, app, threaded=True, request_handler=_QuietRequestHandler).serve_forever()
+    return make_server(host, port, app, threaded=True, request_handler=_QuietRequestHandler)
+
+
+def serve_quietly(host, port, app):
+    """Serve ``app`` on :func:`quiet_server` until interrupted."""
+    quiet_server(host, port, app).serve_forever()

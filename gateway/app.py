@@ -46,6 +46,7 @@ class Gateway:
         self._worker = DeliveryWorker(
             runtime.store, config.callbacks, config.store.retain_s, runtime.listener_policy
         ).start()
+        runtime.registrar.registered = self._worker.wake
         mounts = {service_path(name): _endpoint(config, name, runtime) for name in SERVICES}
         mounts[config.callbacks.path] = CallbackReceiver(
             runtime.store, runtime.registrar.gateway_credentials, config.callbacks.allowed_sources, self._worker.wake

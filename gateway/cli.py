@@ -309,9 +309,9 @@ def _trace(args):
 
 
 def _demo_listener(args):
-    from gateway import listener
+    from gateway import demo_listener
 
-    listener.serve(args.host, args.port)
+    demo_listener.serve(args.host, args.port)
 
 
 def _demo(args):

@@ -11,7 +11,7 @@ import configparser
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -149,64 +149,34 @@ def _required(value):
     return value
 
 
-# (section, key) -> parser. The names are the product's public interface.
-SCHEMA = {
-    ("server", "host"): _required,
-    ("server", "port"): _port,
-    ("server", "public_url"): _optional(_url),
-    ("server", "max_body_bytes"): _positive_integer,
-    ("server", "workers"): _positive_integer,
-    ("server", "threads"): _positive_integer,
-    ("server", "read_timeout_s"): _seconds,
-    ("server", "trusted_proxies"): _networks,
-    ("upstream", "base_url"): _url,
-    ("upstream", "oauth_client_id"): _required,
-    ("upstream", "oauth_client_secret"): _required,
-    ("upstream", "timeout_s"): _seconds,
-    ("upstream", "verify_tls"): _boolean,
-    ("defaults", "mdn_zip_code"): _optional(_text),
-    ("callbacks", "path"): _path,
-    ("callbacks", "public_url"): _optional(_url),
-    ("callbacks", "username"): _optional(_text),
-    ("callbacks", "password"): _optional(_text),
-    ("callbacks", "max_attempts"): _positive_integer,
-    ("callbacks", "backoff_s"): _seconds,
-    ("callbacks", "timeout_s"): _seconds,
-    ("callbacks", "expire_after_s"): _seconds,
-    ("callbacks", "allowed_listeners"): _networks_and_host_names,
-    ("callbacks", "delivery_stall_s"): _seconds,
-    ("callbacks", "allowed_sources"): _networks,
-    ("callbacks", "ca_bundle"): _optional(_readable_file),
-    ("callbacks", "client_cert"): _optional(_readable_file),
-    ("callbacks", "client_key"): _optional(_readable_file),
-    ("store", "path"): _required,
-    ("store", "url"): _optional(_postgres_url),
-    ("store", "retain_s"): _seconds,
-    ("store", "secret_key"): _secret_keys,
-    ("logging", "format"): lambda value: _one_of(value, ("text", "json")),
-    ("logging", "level"): lambda value: _one_of(value.upper(), ("DEBUG", "INFO", "WARNING", "ERROR")),
-}
+def _key(parse):
+    """A setting: a field of its section's dataclass, read from its raw text by ``parse``."""
+    return field(metadata={"parse": parse})
 
 
+# Each [section] is a frozen dataclass, each of its keys a field declared with
+# _key(parser); SCHEMA below is read from them. Add a key there and only there
+# (and in conf/gateway.ini and the README). The names are the product's public
+# interface.
 @dataclass(frozen=True)
 class Server:
-    host: str
-    port: int
-    public_url: str | None
-    max_body_bytes: int
-    workers: int
-    threads: int
-    read_timeout_s: float
-    trusted_proxies: tuple
+    host: str = _key(_required)
+    port: int = _key(_port)
+    public_url: str | None = _key(_optional(_url))
+    max_body_bytes: int = _key(_positive_integer)
+    workers: int = _key(_positive_integer)
+    threads: int = _key(_positive_integer)
+    read_timeout_s: float = _key(_seconds)
+    trusted_proxies: tuple = _key(_networks)
 
 
 @dataclass(frozen=True)
 class Upstream:
-    base_url: str
-    oauth_client_id: str
-    oauth_client_secret: str
-    timeout_s: float
-    verify_tls: bool
+    base_url: str = _key(_url)
+    oauth_client_id: str = _key(_required)
+    oauth_client_secret: str = _key(_required)
+    timeout_s: float = _key(_seconds)
+    verify_tls: bool = _key(_boolean)
 
     def __repr__(self):
         # Keep the secret out of any log line or traceback that prints this.
@@ -215,25 +185,25 @@ class Upstream:
 
 @dataclass(frozen=True)
 class Defaults:
-    mdn_zip_code: str | None
+    mdn_zip_code: str | None = _key(_optional(_text))
 
 
 @dataclass(frozen=True)
 class Callbacks:
-    path: str
-    public_url: str | None
-    username: str | None
-    password: str | None
-    max_attempts: int
-    backoff_s: float
-    timeout_s: float
-    expire_after_s: float
-    allowed_listeners: tuple
-    delivery_stall_s: float
-    allowed_sources: tuple
-    ca_bundle: str | None
-    client_cert: str | None
-    client_key: str | None
+    path: str = _key(_path)
+    public_url: str | None = _key(_optional(_url))
+    username: str | None = _key(_optional(_text))
+    password: str | None = _key(_optional(_text))
+    max_attempts: int = _key(_positive_integer)
+    backoff_s: float = _key(_seconds)
+    timeout_s: float = _key(_seconds)
+    expire_after_s: float = _key(_seconds)
+    allowed_listeners: tuple = _key(_networks_and_host_names)
+    delivery_stall_s: float = _key(_seconds)
+    allowed_sources: tuple = _key(_networks)
+    ca_bundle: str | None = _key(_optional(_readable_file))
+    client_cert: str | None = _key(_optional(_readable_file))
+    client_key: str | None = _key(_optional(_readable_file))
 
     def __repr__(self):
         return f"Callbacks(path={self.path!r}, public_url={self.public_url!r}, ...)"
@@ -241,10 +211,11 @@ class Callbacks:
 
 @dataclass(frozen=True)
 class Store:
-    path: str
-    url: str | None
-    retain_s: float
-    secret_key: tuple = ()  # none: the secrets are stored as they are
+    path: str = _key(_required)
+    url: str | None = _key(_optional(_postgres_url))
+    retain_s: float = _key(_seconds)
+    # Default none (the secrets are stored as they are), for Store values built in code.
+    secret_key: tuple = field(default=(), metadata={"parse": _secret_keys})
 
     def __repr__(self):
         # The URL may hold the database password; the key is one.
@@ -253,8 +224,8 @@ class Store:
 
 @dataclass(frozen=True)
 class Logging:
-    format: str
-    level: str
+    format: str = _key(lambda value: _one_of(value, ("text", "json")))
+    level: str = _key(lambda value: _one_of(value.upper(), ("DEBUG", "INFO", "WARNING", "ERROR")))
 
 
 @dataclass(frozen=True)
@@ -274,13 +245,10 @@ class Config:
         return base + self.callbacks.path
 
 
-_SECTIONS = {
-    "server": Server,
-    "upstream": Upstream,
-    "defaults": Defaults,
-    "callbacks": Callbacks,
-    "store": Store,
-    "logging": Logging,
+_SECTIONS = {section.name: section.type for section in fields(Config)}
+# (section, key) -> parser, in the order the sections and their fields are declared.
+SCHEMA = {
+    (name, key.name): key.metadata["parse"] for name, section in _SECTIONS.items() for key in fields(section)
 }
 
 

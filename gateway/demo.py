@@ -8,10 +8,8 @@ wait out its graceful timeout in a worker's exit). What does not stop in time
 is killed with its group.
 """
 
-import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,12 +17,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway import ns
+from gateway import processes as children
 from gateway.app import service_path
 from gateway.exceptions import ConfigError
 from gateway.simulator import SimulatorSettings
 from gateway.soap.conventions import soap_action
 
-STARTUP_TIMEOUT_S = 20
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -52,7 +50,7 @@ def run(settings, config_path=None, listener_port=8082):
         signal.signal(signum, _stop)
     try:
         for name, arguments in commands.items():
-            processes[name] = subprocess.Popen([sys.executable, "-m", "gateway", *arguments], process_group=0)
+            processes[name] = children.start(arguments, cwd=None)
         _wait_until_listening(upstream.hostname, upstream.port, processes.values())
         _wait_until_listening("127.0.0.1", listener_port, processes.values())
         _wait_until_listening(settings.server.host, settings.server.port, processes.values())
@@ -84,7 +82,7 @@ def _stop_all(processes, timeout_s):
         try:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            children.kill_group(process.pid)
             process.wait()
 
 
@@ -99,16 +97,10 @@ def _trace_command(config_path):
 
 
 def _wait_until_listening(host, port, processes):
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if any(process.poll() is not None for process in processes):
-            raise SystemExit("m2m-gateway demo: a process exited during start-up (see its output above)")
-        try:
-            socket.create_connection((host, port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"m2m-gateway demo: nothing listens on {host}:{port} after {STARTUP_TIMEOUT_S} s")
+    try:
+        children.wait_for_port(port, processes, host)
+    except children.NotListening as error:
+        raise SystemExit(f"m2m-gateway demo: {error} (see the output above)") from None
 
 
 def instructions(settings, listener_url, trace_command):

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,9 @@ VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 if __name__ == "__main__" and VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
     # Run as interop/run.py: the gateway, zeep and suds live in the project's venv.
     os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
+
+from gateway import processes  # noqa: E402  (the venv's, once in it)
+
 CLIENTS = HERE / "clients"
 NODE_MODULES = HERE / "node_modules"
 STARTUP_TIMEOUT_S = 30
@@ -266,53 +268,24 @@ def install(toolkits, log):
 # -- the gateway and the simulator -----------------------------------------
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Process:
     """A ``python -m gateway`` child in its own process group, stopped by its PID."""
 
     def __init__(self, name, args, port, env, log_path):
         self.name, self.port, self.log_path = name, port, log_path
-        with open(log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "gateway", *args],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        self.popen = processes.start(args, env, log_path)
         self.url = f"http://127.0.0.1:{port}"
 
     def wait_until_listening(self):
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode} (log: {self.log_path})")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name}: nothing listens on 127.0.0.1:{self.port} (log: {self.log_path})")
+        try:
+            processes.wait_for_port(self.port, [self.popen], timeout_s=STARTUP_TIMEOUT_S)
+        except processes.NotListening as error:
+            raise RuntimeError(f"{self.name}: {error} (log: {self.log_path})") from None
 
     def stop(self):
-        if self.popen.poll() is None:
-            _signal_group(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=10)
+        processes.stop(self.popen)
         # Its workers (the group we started, named by the PID that leads it).
-        _signal_group(self.popen.pid, signal.SIGKILL)
-
-
-def _signal_group(pid, sig):
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+        processes.kill_group(self.popen.pid)
 
 
 def _environment(extra):
@@ -321,15 +294,15 @@ def _environment(extra):
 
 
 def start_services(run_dir):
-    simulator_port = free_port()
+    simulator_port = processes.free_port()
     simulator = Process(
         "simulator", ["simulator", "--port", str(simulator_port)], simulator_port,
         _environment({}), run_dir / "simulator.log",
     )
-    processes = [simulator]
+    started = [simulator]
     try:
         simulator.wait_until_listening()
-        gateway_port = free_port()
+        gateway_port = processes.free_port()
         gateway = Process(
             "gateway", ["serve"], gateway_port,
             _environment({
@@ -340,10 +313,10 @@ def start_services(run_dir):
             }),
             run_dir / "gateway.log",
         )
-        processes.append(gateway)
+        started.append(gateway)
         gateway.wait_until_listening()
     except BaseException:
-        for process in reversed(processes):
+        for process in reversed(started):
             process.stop()
         raise
     return simulator, gateway
@@ -388,12 +361,12 @@ def run_toolkit(toolkit, form, gateway, simulator, work_root, timeout_s):
             stdout, _ = process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-            _signal_group(process.pid, signal.SIGKILL)
+            processes.kill_group(process.pid)
             stdout, _ = process.communicate()
         finally:
             # Whatever the client left running (a JVM, a compiler), or all of
             # it when this run is interrupted: the group we started, by its PID.
-            _signal_group(process.pid, signal.SIGKILL)
+            processes.kill_group(process.pid)
     row.seconds = time.monotonic() - started
     output = stdout.decode("utf-8", "replace")
     row.log = f"--- stdout\n{output}--- stderr ({log_path})\n{log_path.read_text(errors='replace')}"

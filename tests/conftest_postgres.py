@@ -23,6 +23,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from gateway import processes
+
 STARTUP_TIMEOUT_S = 30
 SHUTDOWN_TIMEOUT_S = 30
 SUPERUSER = "postgres"
@@ -47,10 +49,7 @@ class PostgresServer:
         self._log_path = self._directory / "postgres.log"
         self._as_user = _unprivileged_user()
         self._databases = itertools.count(1)
-        # Not at the top: tests.conftest imports this module for its fixtures.
-        from tests.conftest import free_port
-
-        self.port = free_port()
+        self.port = processes.free_port()
         self._process = None
 
     def start(self):

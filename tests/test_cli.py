@@ -10,6 +10,8 @@ from gateway.store import SqliteStore
 from gateway.logs import iso_utc
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.process
+
 
 def run(*args, **kwargs):
     return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, **kwargs)

@@ -166,6 +166,7 @@ def serve_at_start_up(environ):
     return result.returncode, result.stderr.strip().splitlines()
 
 
+@pytest.mark.process
 def test_serve_stops_at_start_up_with_one_line_naming_the_key():
     assert serve_at_start_up({"M2MGW_UPSTREAM_TIMEOUT_S": "soon"}) == (
         2,

@@ -13,22 +13,14 @@ import time
 import pytest
 
 from gateway import cli, config
-from gateway.callbacks.delivery import LEASE_S, DeliveryWorker, Outcome
+from gateway.callbacks.delivery import IDLE_POLL_S, LEASE_S, DeliveryWorker, Outcome
 from gateway.callbacks.policy import ListenerPolicy
 from gateway.exceptions import DeliveryStalled
 from gateway.metrics import CALLBACKS_DELIVERED, WORKER_RESTARTS
 from gateway.store import SqliteStore
-from tests.conftest import Listener
 from tests.test_callbacks import ACCOUNT, rest_callback
 
 SERVICE = "StateService"
-
-
-@pytest.fixture
-def listener():
-    server = Listener()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -212,3 +204,13 @@ def test_delivery_progress_stalls_while_every_sender_is_stuck_and_recovers(store
         wait_until(lambda: store.counts()["delivered"] == 40, timeout_s=15, what="every delivery")
     finally:
         worker.stop(timeout=5)
+
+
+def test_a_stop_wakes_every_idle_sender_at_once(store):
+    # Each sender waits on one wake event between passes; stop() sets it for
+    # all, so none may clear it and leave the others to sleep out their poll.
+    for _ in range(5):
+        worker = running_worker(store, settings())
+        started = time.monotonic()
+        worker.stop(timeout=5)
+        assert time.monotonic() - started < IDLE_POLL_S / 2

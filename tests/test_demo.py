@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import ROOT, free_port
 
+pytestmark = pytest.mark.process
+
 IMEIS = ("990000862471854", "990000862471855")
 
 

@@ -102,8 +102,8 @@ def doctype_cases(trap_url):
 
 
 @pytest.mark.parametrize("case", list(doctype_cases("http://x")))
-def test_any_doctype_is_refused_and_nothing_is_fetched(gateway, upstream, trap, case):
-    answer = post(gateway, doctype_cases(trap.url)[case].encode())
+def test_any_doctype_is_refused_and_nothing_is_fetched(served_gateway, upstream, trap, case):
+    answer = post(served_gateway, doctype_cases(trap.url)[case].encode())
     code, text = fault_of(answer)
     assert (code, text) == ("s:Client", "DOCTYPE is not allowed in a SOAP message (no DTD, no entity declarations)")
     assert "root:" not in answer.text
@@ -111,9 +111,9 @@ def test_any_doctype_is_refused_and_nothing_is_fetched(gateway, upstream, trap, 
     assert upstream.requests() == []
 
 
-def test_a_doctype_in_utf16_is_refused_too(gateway, upstream):
+def test_a_doctype_in_utf16_is_refused_too(served_gateway, upstream):
     body = ('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x []>' + envelopes.go_to_state(envelopes.VALID).decode())
-    code, text = fault_of(post(gateway, body.encode("utf-16")))
+    code, text = fault_of(post(served_gateway, body.encode("utf-16")))
     assert code == "s:Client" and DOCTYPE_REFUSED in text
 
 
@@ -154,9 +154,9 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
-def test_malformed_requests_get_a_clear_fault(gateway, upstream, case):
+def test_malformed_requests_get_a_clear_fault(served_gateway, upstream, case):
     body, expected_code, phrase = MALFORMED[case]
-    code, text = fault_of(post(gateway, body))
+    code, text = fault_of(post(served_gateway, body))
     assert code == expected_code
     assert phrase in text
     assert upstream.requests() == []
@@ -188,10 +188,10 @@ RULES_BROKEN = {
 
 
 @pytest.mark.parametrize("case", list(RULES_BROKEN))
-def test_every_legacy_rule_broken_is_a_client_fault_naming_the_field(gateway, upstream, case):
+def test_every_legacy_rule_broken_is_a_client_fault_naming_the_field(served_gateway, upstream, case):
     changes, field = RULES_BROKEN[case]
     fields = {key: value for key, value in {**envelopes.VALID, **changes}.items() if value is not None}
-    code, text = fault_of(post(gateway, envelopes.go_to_state(fields)))
+    code, text = fault_of(post(served_gateway, envelopes.go_to_state(fields)))
     assert code == "s:Client"
     assert text.startswith(f"{field}:")
     assert upstream.requests() == []
@@ -223,6 +223,7 @@ def _raw_post(gateway, head, chunks):
 FIFTY_MB = 50 * 1024 * 1024
 
 
+@pytest.mark.process
 def test_a_50_mb_body_with_content_length_is_refused_unread(small_gateway, upstream):
     head = (
         f"POST /api/v2/StateService.svc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
@@ -233,6 +234,7 @@ def test_a_50_mb_body_with_content_length_is_refused_unread(small_gateway, upstr
     assert upstream.requests() == []
 
 
+@pytest.mark.process
 def test_a_50_mb_chunked_body_is_refused_after_the_limit(small_gateway, upstream):
     head = b"POST /api/v2/StateService.svc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n"
     block = b"<" * 65536

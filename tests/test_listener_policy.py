@@ -102,6 +102,7 @@ def test_register_callback_refuses_a_listener_the_policy_forbids_and_tells_no_on
     assert listener.all() == []
 
 
+@pytest.mark.process
 def test_the_command_line_refuses_what_the_policy_forbids(tmp_path, simulator):
     simulator.reset()
     gateway = bridge(tmp_path, simulator)  # not started: the command uses its configuration

@@ -18,15 +18,8 @@ GENERATED_ID = re.compile(r"[0-9a-f]{16}")
 
 @pytest.fixture
 def output():
-    """The root logger configured onto a string; the previous set-up put back afterwards."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    saved_spyne = {name: logging.getLogger(name).level for name in ("spyne", "spyne.application")}
-    yield io.StringIO()
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
-    for name, level in saved_spyne.items():
-        logging.getLogger(name).setLevel(level)
+    """A string to configure the root logger onto (conftest's root_logging_restored puts the set-up back)."""
+    return io.StringIO()
 
 
 def json_lines(output):

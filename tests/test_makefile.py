@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.process
+
 MAKE = shutil.which("make")
 RUNNING = f"python{sys.version_info[0]}.{sys.version_info[1]}"  # a supported one: the suite runs on it
 # What pyenv puts on PATH for a version its global setting does not provide.

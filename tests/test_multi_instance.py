@@ -10,19 +10,27 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
+import pytest
 import requests
 
 from gateway.store import PostgresStore
-from tests.conftest import Gateway
+from tests.conftest import Gateway, wait_until_settled
 from tests.test_callbacks import ACCOUNT, go_to_state, identity, parsed, receiver_url, register, rest_callback
 
+pytestmark = pytest.mark.process
+
 # The timeout of one POST to a listener; a claim's lease is 11 of them
-# (DeliveryWorker), short here so that a dead instance's claims lapse soon.
+# (DeliveryWorker), short in the kill test so that a dead instance's claims
+# lapse soon.
 DELIVERY_TIMEOUT_S = 0.5
 LEASE_S = 11 * DELIVERY_TIMEOUT_S
+# Where no instance dies: long enough that the listener in this busy pytest
+# process always answers in time, so that a second copy of a callback can
+# only be a claim given out twice, never a timed-out first POST sent again.
+PATIENT_DELIVERY_TIMEOUT_S = 10
 
 
-def instance(tmp_path, name, simulator, postgres_url):
+def instance(tmp_path, name, simulator, postgres_url, delivery_timeout_s=PATIENT_DELIVERY_TIMEOUT_S):
     """A gateway on the shared database, with quick retries; its files in a directory of its own."""
     directory = tmp_path / name
     directory.mkdir()
@@ -30,7 +38,7 @@ def instance(tmp_path, name, simulator, postgres_url):
         directory,
         simulator.url,
         store_url=postgres_url,
-        callbacks_timeout_s=DELIVERY_TIMEOUT_S,
+        callbacks_timeout_s=delivery_timeout_s,
         callbacks_backoff_s="0.2",
         callbacks_max_attempts="8",
     )
@@ -60,7 +68,7 @@ def test_a_go_to_state_through_one_instance_is_called_back_through_the_other_exa
         token = register(second, listener.url)
         request_id = go_to_state(first, token, [[("Imei", "990000862471901")], [("Imei", "990000862471902")]])
         listener.wait_for(2)
-        time.sleep(1.0)  # a duplicate would show up here
+        wait_until_settled(first, delivered=2)
         envelopes = listener.acknowledged()
     finally:
         first.stop()
@@ -81,8 +89,8 @@ def test_the_callbacks_a_killed_instance_held_are_delivered_by_the_other_once_it
     simulator.reset()
     # Stalling: answers 503, and only after the gateway's POST has timed out.
     listener.status, listener.delay_s = 503, DELIVERY_TIMEOUT_S * 3
-    doomed = instance(tmp_path, "doomed", simulator, postgres_url).start()
-    survivor = instance(tmp_path, "survivor", simulator, postgres_url)
+    doomed = instance(tmp_path, "doomed", simulator, postgres_url, DELIVERY_TIMEOUT_S).start()
+    survivor = instance(tmp_path, "survivor", simulator, postgres_url, DELIVERY_TIMEOUT_S)
     observer = PostgresStore(postgres_url)
     count = 6
     try:
@@ -103,7 +111,7 @@ def test_the_callbacks_a_killed_instance_held_are_delivered_by_the_other_once_it
         listener.status, listener.delay_s = 200, 0.0
         survivor.start()
         wait_until(lambda: len(listener.acknowledged()) >= count, LEASE_S + 30, "every callback acknowledged")
-        time.sleep(1.0)  # a duplicate would show up here
+        wait_until_settled(survivor, delivered=count)
     finally:
         survivor.stop()
         doomed.stop()
@@ -138,7 +146,7 @@ def test_two_thousand_callbacks_spread_over_both_instances_are_each_delivered_on
             assert set(pool.map(post, range(count))) == {200}
         listener.wait_for(count, timeout_s=240)
         print(f"\n{count} callbacks stored and delivered by two instances in {time.monotonic() - started:.1f} s")
-        time.sleep(1.5)  # a duplicate would show up here
+        wait_until_settled(instances[0], delivered=count)
     finally:
         for gateway in instances:
             gateway.stop()

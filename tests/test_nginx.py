@@ -11,7 +11,8 @@ import zeep.transports
 from lxml import etree
 
 from gateway import ns
-from tests.conftest import ROOT, Gateway, Simulator, free_port, wait_for_port
+from gateway.processes import wait_for_port
+from tests.conftest import ROOT, Gateway, Simulator, free_port
 from tests.test_slow_clients import assert_others_answered_while_trickled
 
 SITE = ROOT / "conf" / "nginx" / "m2m-gateway.conf"
@@ -22,7 +23,10 @@ def _nginx():
     return shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
 
 
-pytestmark = pytest.mark.skipif(_nginx() is None, reason="nginx is not installed (make test installs it)")
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(_nginx() is None, reason="nginx is not installed (make test installs it)"),
+]
 
 
 @pytest.fixture
@@ -67,7 +71,7 @@ http {{
 """
     )
     process = subprocess.Popen([_nginx(), "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"])
-    wait_for_port(port, process)
+    wait_for_port(port, [process])
     return process
 
 

@@ -10,9 +10,12 @@ import requests
 import zeep
 from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.test import Client
 
 from tests import envelopes
 from tests.conftest import Gateway
+
+pytestmark = pytest.mark.process
 
 ACCOUNT = "0000123456-00001"
 
@@ -37,6 +40,11 @@ def two_workers(tmp_path, upstream):
         tmp_path, upstream.url, server_workers="2",
         callbacks_username="gw", callbacks_password="gw-secret", callbacks_backoff_s="0.1", callbacks_max_attempts="2",
     ).start()
+    # Both workers forked: the port listens from the master's bind, before them.
+    deadline = time.monotonic() + 30
+    while len(process.pids()) < 3:
+        assert time.monotonic() < deadline, "gunicorn did not fork its two workers"
+        time.sleep(0.05)
     yield process
     process.stop()
 
@@ -51,16 +59,13 @@ def test_readyz_is_ready_with_a_store_delivery_under_way_and_a_bearer(gateway):
     assert (answer.status_code, answer.json()) == (200, {"ready": True, "store": "ok", "delivery": "ok", "upstream": "ok"})
 
 
-def test_readyz_is_not_ready_when_thingspace_cannot_be_reached(tmp_path):
+def test_readyz_is_not_ready_when_thingspace_cannot_be_reached(new_gateway_app):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
-        process = Gateway(tmp_path, f"http://127.0.0.1:{closed.getsockname()[1]}").start()
-        try:
-            answer = requests.get(process.url + "/readyz", timeout=30)
-        finally:
-            process.stop()
+        app = new_gateway_app(f"http://127.0.0.1:{closed.getsockname()[1]}")
+        answer = Client(app).get("/readyz")
     assert answer.status_code == 503
-    assert answer.json() == {
+    assert answer.json == {
         "ready": False, "store": "ok", "delivery": "ok", "upstream": "ThingSpace could not be reached (connection refused)"
     }
 
@@ -78,8 +83,12 @@ def test_counters_move_by_exactly_what_a_scripted_scenario_did(two_workers, upst
     assert post(envelopes.go_to_state({**envelopes.VALID, **devices}, token=token)).status_code == 200
     assert post(envelopes.go_to_state({**envelopes.VALID, **devices, "SkuNumber": "S" * 21}, token=token)).status_code == 500
     listener.wait_for(2)
-    time.sleep(0.5)  # the delivered counter is written after the listener's answer
-    after = scrape(two_workers)
+    # The delivered counter moves just after the listener's answer is recorded.
+    delivered_before = value(before, "m2mgw_callbacks_delivered_total")
+    deadline = time.monotonic() + 20
+    while value(after := scrape(two_workers), "m2mgw_callbacks_delivered_total") < delivered_before + 2:
+        assert time.monotonic() < deadline, "the delivered counter did not move by 2"
+        time.sleep(0.05)
 
     def moved(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
@@ -175,7 +184,8 @@ def test_a_worker_that_exits_is_replaced_by_one_that_boots_and_serves_metrics(tw
     # A worker exits through the master's own stack (fork): what that stack
     # cleans up on its way out (the metrics directory) must stay for the others.
     _, *workers = two_workers.pids()
-    os.kill(workers[0], signal.SIGTERM)
+    # SIGQUIT: the worker leaves at once (SIGTERM would first sleep out its 1 s poll).
+    os.kill(workers[0], signal.SIGQUIT)
     deadline = time.monotonic() + 30
     while not [pid for pid in two_workers.pids()[1:] if pid not in workers]:
         assert two_workers.popen.poll() is None, "the gateway stopped: " + two_workers.log()[-2000:]

@@ -52,8 +52,8 @@ def valid_requests(draw):
     return fields
 
 
-def post(gateway, body):
-    return requests.post(gateway.service_url("StateService"), data=body, headers={"Content-Type": "text/xml"}, timeout=30)
+def post(served_gateway, body):
+    return requests.post(served_gateway.service_url("StateService"), data=body, headers={"Content-Type": "text/xml"}, timeout=30)
 
 
 def fault_code(answer):
@@ -62,19 +62,19 @@ def fault_code(answer):
 
 
 @pytest.fixture(scope="module")
-def session_token(gateway):
+def session_token(served_gateway):
     body = envelopes.envelope(
         "", f'<v2:LogIn><v2:Input xmlns:a="{ns.SESSION}"><a:Username>demo</a:Username><a:Password>demo-password</a:Password></v2:Input></v2:LogIn>'
     ).encode()
-    answer = requests.post(gateway.service_url("SessionService"), data=body, headers={"Content-Type": "text/xml"}, timeout=30)
+    answer = requests.post(served_gateway.service_url("SessionService"), data=body, headers={"Content-Type": "text/xml"}, timeout=30)
     return etree.fromstring(answer.content).findtext(f".//{{{ns.SESSION}}}SessionToken")
 
 
 @PROPERTY_SETTINGS
 @given(fields=valid_requests())
-def test_every_valid_request_goes_through_once(gateway, simulator, session_token, fields):
+def test_every_valid_request_goes_through_once(served_gateway, simulator, session_token, fields):
     before = len(simulator.requests(GO_TO_STATE))
-    answer = post(gateway, envelopes.go_to_state(fields, token=session_token))
+    answer = post(served_gateway, envelopes.go_to_state(fields, token=session_token))
     assert answer.status_code == 200, answer.text[:500]
     records = simulator.requests(GO_TO_STATE)
     assert len(records) == before + 1
@@ -124,9 +124,9 @@ def broken_requests(draw):
 
 @PROPERTY_SETTINGS
 @given(case=broken_requests())
-def test_no_broken_request_reaches_thingspace(gateway, simulator, session_token, case):
+def test_no_broken_request_reaches_thingspace(served_gateway, simulator, session_token, case):
     mutation, body = case
     before = len(simulator.requests(GO_TO_STATE))
-    answer = post(gateway, body.replace(b">t</v2:token>", f">{session_token}</v2:token>".encode()))
+    answer = post(served_gateway, body.replace(b">t</v2:token>", f">{session_token}</v2:token>".encode()))
     assert fault_code(answer) in {"s:Client", "a:DeserializationFailed"}, mutation
     assert len(simulator.requests(GO_TO_STATE)) == before, mutation

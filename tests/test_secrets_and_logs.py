@@ -11,6 +11,8 @@ from gateway import ns
 from tests import envelopes
 from tests.conftest import Gateway
 
+pytestmark = pytest.mark.process
+
 ACCOUNT = "0000123456-00001"
 OAUTH_SECRET = "oauth-secret-7f3a91"
 CALLBACK_PASSWORD = "callback-pass-52be0c"

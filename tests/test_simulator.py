@@ -11,16 +11,14 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
-from gateway.simulator import Simulator, SimulatorSettings
+from gateway.simulator import SimulatorSettings
+from tests.conftest import InProcessSimulator, Listener
 
 WAIT_S = 10
 ACCOUNT = "0000123456-00001"
@@ -95,66 +93,17 @@ class ThingSpace:
         return requests.request(method, self.url("/_simulator/" + path), timeout=WAIT_S, **kwargs)
 
 
-class CallbackListener:
-    """Records the JSON posted to it; answers with ``statuses`` in turn, then 200."""
-
-    def __init__(self, statuses=()):
-        self.statuses = list(statuses)
-        self.received = []
-        self._arrived = threading.Condition()
-        listener = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with listener._arrived:
-                    listener.received.append(body)
-                    status = listener.statuses.pop(0) if listener.statuses else 200
-                    listener._arrived.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/callbacks"
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def wait_for(self, count):
-        with self._arrived:
-            self._arrived.wait_for(lambda: len(self.received) >= count, WAIT_S)
-            assert len(self.received) >= count, f"{len(self.received)} of {count} callbacks arrived"
-            return list(self.received)
-
-    def count_after(self, seconds):
-        time.sleep(seconds)
-        with self._arrived:
-            return len(self.received)
-
-    def close(self):
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
 def start_simulator():
     running = []
 
     def start(**overrides):
-        settings = SimulatorSettings(**{"callback_delay_s": 0.0, "callback_retry_s": 0.2, **overrides})
-        simulator = Simulator(settings)
-        server = make_server("127.0.0.1", 0, simulator, threaded=True)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        running.append((server, simulator))
-        return ThingSpace(f"http://127.0.0.1:{server.server_port}", settings)
+        running.append(InProcessSimulator(**{"callback_delay_s": 0.0, **overrides}).start())
+        return ThingSpace(running[-1].url, running[-1].app.settings)
 
     yield start
-    for server, simulator in running:
-        server.shutdown()
-        server.server_close()
-        simulator.close()
+    for simulator in running:
+        simulator.stop()
 
 
 @pytest.fixture
@@ -167,7 +116,7 @@ def listeners():
     started = []
 
     def start(statuses=()):
-        started.append(CallbackListener(statuses))
+        started.append(Listener(statuses))
         return started[-1]
 
     yield start
@@ -471,7 +420,7 @@ def test_go_to_state_sends_one_callback_per_device_shaped_as_the_document(things
     response = thingspace.go_to_state(headers, go_to_state_order(devices=[with_mdn, without_mdn]))
     request_id = response.json()["requestId"]
 
-    callbacks = {c["deviceIds"][0]["id"]: c for c in listener.wait_for(2)}
+    callbacks = {c["deviceIds"][0]["id"]: c for c in listener.wait_for_posts(2)}
     assert callbacks["89148000000800000001"] == {
         "username": "listener-user",
         "password": "listener-secret",
@@ -514,7 +463,7 @@ def test_simulated_mdn_and_ip_address_are_deterministic(thingspace, listener):
     thingspace.register(headers, listener.url)
     for _ in range(2):
         thingspace.go_to_state(headers, go_to_state_order())
-    first, second = (c["deviceResponse"]["goToStateResponse"] for c in listener.wait_for(2))
+    first, second = (c["deviceResponse"]["goToStateResponse"] for c in listener.wait_for_posts(2))
     assert first["deviceIds"] == second["deviceIds"]
     assert first["ipAddress"] == second["ipAddress"]
 
@@ -527,8 +476,8 @@ def test_go_to_state_answers_before_any_callback_is_sent(start_simulator, listen
     response = thingspace.go_to_state(headers, go_to_state_order())
     assert response.status_code == 200
     assert time.monotonic() - started < 0.5
-    assert listener.received == []
-    assert listener.wait_for(1)[0]["requestId"] == response.json()["requestId"]
+    assert listener.all() == []
+    assert listener.wait_for_posts(1)[0]["requestId"] == response.json()["requestId"]
 
 
 def test_filter_request_reaches_two_simulated_devices_in_the_account(thingspace, listener):
@@ -537,7 +486,7 @@ def test_filter_request_reaches_two_simulated_devices_in_the_account(thingspace,
     order = go_to_state_order(filter={"accountName": ACCOUNT, "groupName": "4G West", "servicePlan": "old"})
     del order["devices"]
     first, second = (thingspace.go_to_state(headers, order).json()["requestId"] for _ in range(2))
-    callbacks = listener.wait_for(4)
+    callbacks = listener.wait_for_posts(4)
     devices_of = {
         request_id: sorted(c["deviceIds"][0]["id"] for c in callbacks if c["requestId"] == request_id)
         for request_id in (first, second)
@@ -558,7 +507,7 @@ def test_device_marked_failing_reports_failed_with_the_reason(thingspace, listen
         "deviceIds": [{"kind": "imei", "id": "990000862471999"}, {"kind": "iccid", "id": "89148000000800000009"}]
     }
     thingspace.go_to_state(headers, go_to_state_order(devices=[DEVICE, failing]))
-    callbacks = {c["deviceIds"][0]["id"]: c for c in listener.wait_for(2)}
+    callbacks = {c["deviceIds"][0]["id"]: c for c in listener.wait_for_posts(2)}
     failed = callbacks["990000862471999"]
     assert failed["status"] == "Failed"
     assert failed["deviceResponse"]["goToStateResponse"]["stageStateChangeReasonCode"] == "SB"
@@ -566,25 +515,27 @@ def test_device_marked_failing_reports_failed_with_the_reason(thingspace, listen
     assert callbacks["990000862471854"]["status"] == "Success"
 
 
-def test_unacknowledged_callback_is_retried_up_to_the_threshold(start_simulator, listeners):
+def test_unacknowledged_callback_is_retried_up_to_the_threshold(start_simulator, listeners, simulator_log):
     thingspace = start_simulator(callback_max=3)
     listener = listeners(statuses=[500] * 10)
     headers = thingspace.session()
     thingspace.register(headers, listener.url)
     thingspace.go_to_state(headers, go_to_state_order())
-    attempts = listener.wait_for(3)
+    attempts = listener.wait_for_posts(3)
     assert [a["callbackCount"] for a in attempts] == [1, 2, 3]
     assert {a["maxCallbackThreshold"] for a in attempts} == {3}
-    assert listener.count_after(0.6) == 3
+    wait_for_log(simulator_log, "not acknowledged after 3 attempts: giving up")  # so nothing more is sent
+    assert len(listener.all()) == 3
 
 
-def test_retrying_stops_once_acknowledged(thingspace, listeners):
+def test_retrying_stops_once_acknowledged(thingspace, listeners, simulator_log):
     listener = listeners(statuses=[503])
     headers = thingspace.session()
     thingspace.register(headers, listener.url)
     thingspace.go_to_state(headers, go_to_state_order())
-    assert [a["callbackCount"] for a in listener.wait_for(2)] == [1, 2]
-    assert listener.count_after(0.6) == 2
+    assert [a["callbackCount"] for a in listener.wait_for_posts(2)] == [1, 2]
+    wait_for_log(simulator_log, f"-> {listener.url} HTTP 200")  # acknowledged: done with it
+    assert len(listener.all()) == 2
 
 
 def test_unreachable_listener_is_retried_then_given_up(start_simulator, simulator_log):
@@ -655,7 +606,7 @@ def test_reset_forgets_requests_sessions_lockouts_and_failing_marks_but_not_regi
     assert thingspace.control("GET", "requests").json() == []
     assert_error(thingspace.go_to_state(old_session, go_to_state_order()), 401, FAILED + "SessionToken.Invalid")
     thingspace.go_to_state(thingspace.session(), go_to_state_order())
-    assert listener.wait_for(1)[0]["status"] == "Success"
+    assert listener.wait_for_posts(1)[0]["status"] == "Success"
 
 
 def test_failing_mark_needs_its_fields(thingspace):

@@ -66,32 +66,32 @@ def _exchange(upstream, path):
 # -- zeep ------------------------------------------------------------------
 
 
-def zeep_client(gateway, service):
-    return zeep.Client(gateway.service_url(service) + "?wsdl")
+def zeep_client(served_gateway, service):
+    return zeep.Client(served_gateway.service_url(service) + "?wsdl")
 
 
 # zeep unwraps an Output of one child: LogIn returns the SessionToken itself,
 # GoToState the RequestId.
 
 
-def zeep_log_in(gateway):
-    return zeep_client(gateway, "SessionService").service.LogIn(Input={"Username": "demo", "Password": "demo-password"})
+def zeep_log_in(served_gateway):
+    return zeep_client(served_gateway, "SessionService").service.LogIn(Input={"Username": "demo", "Password": "demo-password"})
 
 
-def test_zeep_logs_in_and_the_token_is_thingspaces_session_token(gateway, upstream):
-    token = zeep_log_in(gateway)
+def test_zeep_logs_in_and_the_token_is_thingspaces_session_token(served_gateway, upstream):
+    token = zeep_log_in(served_gateway)
     record = _exchange(upstream, LOGIN)
     assert record["json"] == {"username": "demo", "password": "demo-password"}
     assert token == record["response"]["sessionToken"]
 
 
-def test_zeep_go_to_state_with_two_devices(gateway, upstream):
-    token = zeep_log_in(gateway)
+def test_zeep_go_to_state_with_two_devices(served_gateway, upstream):
+    token = zeep_log_in(served_gateway)
     devices = [
         {"DeviceIdentifiers": {"DeviceIdentifier": [{"Kind": kind, "Identifier": value} for kind, value in device]}}
         for device in TWO_DEVICES
     ]
-    result = zeep_client(gateway, "StateService").service.GoToState(
+    result = zeep_client(served_gateway, "StateService").service.GoToState(
         Input={
             "DeviceList": {"DeviceIdentifierCollection": devices},
             "ServiceName": "fast1",
@@ -108,9 +108,9 @@ def test_zeep_go_to_state_with_two_devices(gateway, upstream):
     assert result == record["response"]["requestId"]
 
 
-def test_zeep_go_to_state_with_every_optional_field(gateway, upstream):
-    token = zeep_log_in(gateway)
-    result = zeep_client(gateway, "StateService").service.GoToState(
+def test_zeep_go_to_state_with_every_optional_field(served_gateway, upstream):
+    token = zeep_log_in(served_gateway)
+    result = zeep_client(served_gateway, "StateService").service.GoToState(
         Input={
             "AccountNameFilter": "0000123456-00001",
             "DeviceGroupNameFilter": "West",
@@ -140,17 +140,17 @@ def test_zeep_go_to_state_with_every_optional_field(gateway, upstream):
     assert result == record["response"]["requestId"]
 
 
-def test_zeep_sees_thingspace_errors_as_faults_with_their_code(gateway, upstream):
+def test_zeep_sees_thingspace_errors_as_faults_with_their_code(served_gateway, upstream):
     with pytest.raises(zeep.exceptions.Fault) as raised:
-        zeep_client(gateway, "SessionService").service.LogIn(Input={"Username": "demo", "Password": "wrong"})
+        zeep_client(served_gateway, "SessionService").service.LogIn(Input={"Username": "demo", "Password": "wrong"})
     assert raised.value.code == "UnifiedWebService.REQUEST_FAILED.InvalidCredentials"
     assert raised.value.message == "Invalid username or password"
     assert len(upstream.requests(LOGIN)) == 1, "a refused login must never be retried"
 
 
-def test_zeep_hears_the_session_has_expired_for_a_dead_token(gateway, upstream):
+def test_zeep_hears_the_session_has_expired_for_a_dead_token(served_gateway, upstream):
     with pytest.raises(zeep.exceptions.Fault) as raised:
-        zeep_client(gateway, "StateService").service.GoToState(
+        zeep_client(served_gateway, "StateService").service.GoToState(
             Input={"AccountNameFilter": "0000123456-00001", "ServiceName": "a", "StateName": "b",
                    "ServicePlan": "c", "MdnZipCode": "94203"},
             _soapheaders={"token": "not-a-session"},
@@ -158,9 +158,9 @@ def test_zeep_hears_the_session_has_expired_for_a_dead_token(gateway, upstream):
     assert raised.value.message == "The session has expired."
 
 
-def test_zeep_log_out_ends_the_session(gateway, upstream):
-    token = zeep_log_in(gateway)
-    result = zeep_client(gateway, "SessionService").service.LogOut(Input={"SessionToken": token})
+def test_zeep_log_out_ends_the_session(served_gateway, upstream):
+    token = zeep_log_in(served_gateway)
+    result = zeep_client(served_gateway, "SessionService").service.LogOut(Input={"SessionToken": token})
     assert result == token
     (record,) = upstream.requests("/api/m2m/v1/session/logout")
     assert record["headers"]["VZ-M2M-Token"] == token
@@ -169,17 +169,17 @@ def test_zeep_log_out_ends_the_session(gateway, upstream):
 # -- suds ------------------------------------------------------------------
 
 
-def suds_client(gateway, service):
-    return suds.client.Client(gateway.service_url(service) + "?wsdl", cache=None)
+def suds_client(served_gateway, service):
+    return suds.client.Client(served_gateway.service_url(service) + "?wsdl", cache=None)
 
 
-def test_suds_logs_in_and_calls_go_to_state_with_two_devices(gateway, upstream):
-    session = suds_client(gateway, "SessionService")
+def test_suds_logs_in_and_calls_go_to_state_with_two_devices(served_gateway, upstream):
+    session = suds_client(served_gateway, "SessionService")
     login = session.factory.create(f"{{{ns.SESSION}}}LogInRequest")
     login.Username, login.Password = "demo", "demo-password"
     token = session.service.LogIn(login).SessionToken
 
-    state = suds_client(gateway, "StateService")
+    state = suds_client(served_gateway, "StateService")
     state.set_options(soapheaders={"token": token})
     request = state.factory.create(f"{{{ns.STATE}}}GoToStateRequest")
     device_list = state.factory.create(f"{{{ns.COMMON}}}ArrayOfDeviceIdentifierCollection")
@@ -204,8 +204,8 @@ def test_suds_logs_in_and_calls_go_to_state_with_two_devices(gateway, upstream):
     assert result.RequestId == record["response"]["requestId"]
 
 
-def test_suds_gets_a_client_fault_for_a_broken_rule_and_nothing_goes_upstream(gateway, upstream):
-    state = suds_client(gateway, "StateService")
+def test_suds_gets_a_client_fault_for_a_broken_rule_and_nothing_goes_upstream(served_gateway, upstream):
+    state = suds_client(served_gateway, "StateService")
     state.set_options(soapheaders={"token": "any"})
     request = state.factory.create(f"{{{ns.STATE}}}GoToStateRequest")
     request.AccountNameFilter = "0000123456-00001"

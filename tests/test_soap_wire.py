@@ -10,7 +10,7 @@ from lxml import etree
 
 from gateway import ns
 from gateway.soap.conventions import soap_action
-from tests.conftest import Gateway, Simulator
+from tests.conftest import InProcessGateway, InProcessSimulator
 
 GO_TO_STATE = "/api/m2m/v1/devices/actions/goToState"
 WSDL_DIR = Path(__file__).resolve().parents[1] / "wsdl"
@@ -59,7 +59,7 @@ EXPECTED_RESPONSE = (
 @pytest.fixture(scope="module")
 def zip_gateway(tmp_path_factory, simulator):
     """A gateway with a default MdnZipCode, as the legacy example sends none."""
-    process = Gateway(tmp_path_factory.mktemp("zip-gateway"), simulator.url, defaults_mdn_zip_code="94203")
+    process = InProcessGateway(tmp_path_factory.mktemp("zip-gateway"), simulator.url, defaults_mdn_zip_code="94203")
     yield process.start()
     process.stop()
 
@@ -179,7 +179,7 @@ SERVICES = ["CallbackRegistrationService", "SessionService", "StateService"]
 @pytest.fixture(scope="module")
 def snapshot_gateway(tmp_path_factory, simulator):
     """Serving at the address the snapshots were made for."""
-    process = Gateway(tmp_path_factory.mktemp("snapshot"), simulator.url, server_public_url="http://127.0.0.1:8080")
+    process = InProcessGateway(tmp_path_factory.mktemp("snapshot"), simulator.url, server_public_url="http://127.0.0.1:8080")
     yield process.start()
     process.stop()
 
@@ -250,7 +250,7 @@ def test_an_upstream_that_never_answers_is_a_server_fault_after_the_timeout(tmp_
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        process = Gateway(tmp_path, url, upstream_timeout_s="0.5").start()
+        process = InProcessGateway(tmp_path, url, upstream_timeout_s="0.5").start()
         try:
             code, text = fault(post(process.service_url("SessionService"), LOG_IN))
         finally:
@@ -260,13 +260,13 @@ def test_an_upstream_that_never_answers_is_a_server_fault_after_the_timeout(tmp_
 
 
 def test_a_bearer_refused_as_expired_is_fetched_again_once(tmp_path):
-    first = Simulator(tmp_path).start()
-    process = Gateway(tmp_path, first.url).start()
+    first = InProcessSimulator().start()
+    process = InProcessGateway(tmp_path, first.url).start()
     try:
         log_in(process)
         first.stop()
         # A new simulator on the same port knows none of the tokens issued so far.
-        second = Simulator(tmp_path, port=first.port).start()
+        second = InProcessSimulator(port=first.port).start()
         try:
             log_in(process)
             attempts = second.requests("/api/m2m/v1/session/login")

@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.process
+
 # Imports the gateway, reports what that import added to the import system and
 # the warning filters, then imports every module of the gateway (Spyne with them)
 # and Spyne's six.moves names.

@@ -22,10 +22,12 @@ import zeep
 
 from gateway.callbacks.delivery import SENDERS
 from gateway.store import PostgresStore, SqliteStore
-from tests.conftest import ROOT, Gateway, free_port
+from tests.conftest import ROOT, Gateway, free_port, wait_until_settled
 from tests.conftest_postgres import PostgresServer, postgres_bin_dir
 from tests.test_callbacks import ACCOUNT, bridge, log_in, post_callback, rest_callback
 from tests.test_delivery_faults import delivered_request_ids, wait_until
+
+pytestmark = pytest.mark.process
 
 
 def callback(request_id):
@@ -42,9 +44,9 @@ def register_listener(store, listener):
     store.close()
 
 
-def assert_each_delivered_once(listener, request_ids):
+def assert_each_delivered_once(gateway, listener, request_ids):
     wait_until(lambda: set(delivered_request_ids(listener)) >= set(request_ids), timeout_s=30, what="every delivery")
-    time.sleep(0.5)  # a second copy would show up here
+    wait_until_settled(gateway, delivered=len(request_ids))
     delivered = delivered_request_ids(listener)
     assert sorted(delivered) == sorted(request_ids)
 
@@ -63,8 +65,10 @@ def postgres(tmp_path):
 def test_postgresql_restarted_under_a_running_gateway_loses_no_callback(tmp_path, simulator, listener, postgres):
     url = postgres.create_database()
     register_listener(PostgresStore(url), listener)
-    gateway = bridge(tmp_path, simulator, store_url=url).start()
+    gateway = bridge(tmp_path, simulator, Gateway, store_url=url).start()
     try:
+        # Once a worker answers: the port listens from the master's bind, before its worker is forked.
+        wait_until(lambda: readiness(gateway)[0] == 200, what="readiness")
         processes = gateway.pids()
         before = [f"r-before-{n}" for n in range(10)]
         assert [post_callback(gateway, callback(r)).status_code for r in before] == [200] * 10
@@ -93,7 +97,7 @@ def test_postgresql_restarted_under_a_running_gateway_loses_no_callback(tmp_path
         after = [f"r-after-{n}" for n in range(5)]
         # ThingSpace sends the refused ones again; they and new ones are taken.
         assert [post_callback(gateway, callback(r)).status_code for r in during + after] == [200] * 10
-        assert_each_delivered_once(listener, before + during + after)
+        assert_each_delivered_once(gateway, listener, before + during + after)
         assert gateway.pids() == processes  # healed, not restarted
     finally:
         gateway.stop()
@@ -149,7 +153,7 @@ def test_a_full_disk_refuses_callbacks_and_loses_none_once_space_is_freed(tmp_pa
         wait_until(lambda: readiness(gateway)[0] == 200, what="readiness with space again")
         assert [post_callback(gateway, bodies[r]).status_code for r in refused] == [200] * len(refused)
         register_listener(SqliteStore(store_path), listener)
-        assert_each_delivered_once(listener, request_ids)
+        assert_each_delivered_once(gateway, listener, request_ids)
     finally:
         gateway.stop()
 
@@ -158,7 +162,7 @@ def test_a_gateway_killed_in_a_burst_delivers_all_after_restart_and_its_claims_w
     tmp_path, simulator, listener
 ):
     store_path = tmp_path / "gateway.sqlite3"
-    gateway = bridge(tmp_path, simulator).start()
+    gateway = bridge(tmp_path, simulator, Gateway).start()
     register_listener(SqliteStore(store_path), listener)
     listener.delay_s = 0.02
     request_ids = [f"r-burst-{n}" for n in range(400)]
@@ -172,7 +176,7 @@ def test_a_gateway_killed_in_a_burst_delivers_all_after_restart_and_its_claims_w
     store.close()
     assert held, "the killed worker held no claim: the test proves nothing"
 
-    restarted = bridge(tmp_path, simulator).start()
+    restarted = bridge(tmp_path, simulator, Gateway).start()
     restarted_at = time.time()
     try:
         wait_until(lambda: set(delivered_request_ids(listener)) >= set(request_ids), timeout_s=60, what="all 400")

@@ -13,6 +13,8 @@ import pytest
 from gateway.store import PostgresStore
 from gateway.store.records import Settlement
 
+pytestmark = pytest.mark.process
+
 NOW = 1_000.0
 LATEST = len(PostgresStore.MIGRATIONS)
 ACCOUNT, SERVICE, URL = "0000123456-00001", "GoToState", "http://listener.example/callbacks"

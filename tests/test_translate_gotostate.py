@@ -675,6 +675,7 @@ def test_checks_run_in_the_documented_order(request_, field):
 # -- purity ---------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_module_imports_no_soap_http_or_wsgi_library():
     loaded = subprocess.run(
         [

@@ -8,7 +8,6 @@ from lxml import etree
 
 from gateway import ns
 from tests import envelopes
-from tests.conftest import Gateway
 from tests.inprocess import LOG_IN, InProcess, outcome
 
 GO_TO_STATE = "/api/m2m/v1/devices/actions/goToState"
@@ -17,11 +16,9 @@ DEVICE = {"DeviceList": {"xml": envelopes.devices_xml([[("IMEI", "99000086247185
 
 
 @pytest.fixture
-def fresh_gateway(tmp_path, upstream):
+def fresh_gateway(new_gateway_app, upstream):
     """A gateway with no bearer cached yet and a short upstream timeout."""
-    process = Gateway(tmp_path, upstream.url, upstream_timeout_s="0.5").start()
-    yield process
-    process.stop()
+    return InProcess(new_gateway_app(upstream.url, upstream_timeout_s="0.5"))
 
 
 def inject(simulator, path, fault, times=1, delay_s=None):
@@ -128,13 +125,10 @@ def test_a_failing_token_endpoint_is_a_server_fault_and_no_login_is_tried(fresh_
     assert upstream.requests("/api/m2m/v1/session/login") == []
 
 
-def test_an_upstream_refusing_connections_is_a_server_fault(tmp_path):
+def test_an_upstream_refusing_connections_is_a_server_fault(new_gateway_app):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening: refused
-        process = Gateway(tmp_path, url).start()
-        try:
-            body = envelopes.go_to_state({**envelopes.VALID, **DEVICE})
-            assert call(process, "StateService", body) == (500, "s:Server", "ThingSpace could not be reached (connection refused)")
-        finally:
-            process.stop()
+        gateway = InProcess(new_gateway_app(url))
+        body = envelopes.go_to_state({**envelopes.VALID, **DEVICE})
+        assert call(gateway, "StateService", body) == (500, "s:Server", "ThingSpace could not be reached (connection refused)")

@@ -152,6 +152,10 @@ class DeliveryWorker:
         if not deliveries:
             self._wake.wait(self._idle_wait())
             self._wake.clear()
+            if self._stopping.is_set():
+                # stop() set both; a wake cleared here would leave the other
+                # senders to sleep out their idle wait before they see it.
+                self._wake.set()
 
     def _renew_claims(self):
         started = time.time()

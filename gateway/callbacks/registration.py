@@ -15,6 +15,11 @@ BRIDGED_SERVICES = ("StateService",)
 
 
 class Registrar:
+    # Called once a registration is stored: the gateway wakes its delivery
+    # worker, so that callbacks waiting for that listener go now, not at its
+    # next poll. Nothing to wake in a command-line process.
+    registered = staticmethod(lambda: None)
+
     def __init__(self, config, thingspace, store, listener_policy):
         self._config = config
         self._thingspace = thingspace
@@ -37,6 +42,7 @@ class Registrar:
             session_token, account, service, self.receiver_url(account, service), gateway_username, gateway_password
         )
         self._store.put_registration(account, service, url, username or "", password or "")
+        self.registered()
 
     def unregister(self, session_token, account, service):
         _check_account(account)

@@ -74,12 +74,16 @@ class CallbackSender:
             self._changed.notify()
 
     def close(self):
-        """Stop sending; callbacks not yet sent are dropped."""
+        """Stop sending; callbacks not yet sent are dropped, one being sent is waited for (POST_TIMEOUT_S at most).
+
+        Waited for: a sender that outlived close() would log into whatever
+        its owner (a test) has closed since.
+        """
         with self._changed:
             self._closed = True
             self._changed.notify()
         self._timer.join()
-        self._senders.shutdown(wait=False, cancel_futures=True)
+        self._senders.shutdown(wait=True, cancel_futures=True)
 
     def _hand_out_due(self):
         with self._changed:

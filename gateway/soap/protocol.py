@@ -5,10 +5,10 @@ from spyne.error import ResourceNotFoundError
 from spyne.protocol.soap import Soap11
 
 from gateway import ns
-from gateway.soap import envelope, strict
+from gateway.soap import deserializer, envelope
 from gateway.soap.conventions import soap_action
 from gateway.soap.faults import ClientFault
-from gateway.soap.prefixes import wcf_envelope
+from gateway.soap.response_writer import wcf_envelope
 from gateway.xmlchars import xml_safe
 
 # Generated clients that do not know the action send one of these.
@@ -56,9 +56,9 @@ class WcfSoap11(Soap11):
             return super().deserialize(ctx, message)
         self.event_manager.fire_event("before_deserialize", ctx)
         headers = ctx.descriptor.in_header or ()
-        values = strict.read_headers(ctx.in_header_doc, headers)
+        values = deserializer.read_headers(ctx.in_header_doc, headers)
         ctx.in_header = values[0] if len(values) == 1 else values
-        ctx.in_object = list(_fields(strict.read(ctx.in_body_doc, ctx.descriptor.in_message)))
+        ctx.in_object = list(_fields(deserializer.read(ctx.in_body_doc, ctx.descriptor.in_message)))
         self.event_manager.fire_event("after_deserialize", ctx)
 
     def serialize(self, ctx, message):

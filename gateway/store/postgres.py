@@ -23,6 +23,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
+from gateway.store.schema import migrations
 from gateway.store.sql import SqlStore, StoreClosed
 
 # Per process. A thread asking for one more waits for one to come back, so a
@@ -36,67 +37,14 @@ CONNECT_TIMEOUT_S = 3
 # any constant will do, so long as every gateway version uses the same one.
 MIGRATION_LOCK_KEY = 0x6D326D677701
 
-# MIGRATIONS[n] takes the schema from version n to n + 1 (the schema_version
-# table). Append to it; never edit a step that has shipped. The tables are
-# SQLite's, in PostgreSQL's types: DOUBLE PRECISION for epoch seconds (REAL
-# would be 4 bytes here), an identity column for the ids.
-MIGRATIONS = (
-    (
-        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        """CREATE TABLE registrations (
-            account TEXT NOT NULL,
-            service TEXT NOT NULL,
-            url TEXT NOT NULL,
-            username TEXT,
-            password TEXT,
-            PRIMARY KEY (account, service)
-        )""",
-        """CREATE TABLE requests (
-            request_id TEXT PRIMARY KEY,
-            kind_spellings TEXT NOT NULL,
-            remembered_at DOUBLE PRECISION NOT NULL
-        )""",
-        "CREATE INDEX requests_remembered_at ON requests (remembered_at)",
-        # A sequence never hands out an id twice, even after a purge: an id an
-        # operator or a stale worker holds can only ever name one callback.
-        """CREATE TABLE outbox (
-            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            dedupe_key TEXT NOT NULL UNIQUE,
-            account TEXT NOT NULL,
-            service TEXT NOT NULL,
-            request_id TEXT,
-            body TEXT NOT NULL,
-            state TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'delivered', 'dead')),
-            attempts INTEGER NOT NULL,
-            received_at DOUBLE PRECISION NOT NULL,
-            next_attempt_at DOUBLE PRECISION NOT NULL,
-            claimed_by TEXT,
-            claimed_until DOUBLE PRECISION,
-            delivered_at DOUBLE PRECISION,
-            last_error TEXT,
-            last_error_at DOUBLE PRECISION
-        )""",
-        "CREATE INDEX outbox_state_next_attempt_at ON outbox (state, next_attempt_at)",
-    ),
-    # 2: for `m2m-gateway trace`. Every delivery attempt, kept as long as its
-    # outbox entry; and of each forwarded request its account filter and
-    # number of devices (remembered_at is when it was forwarded).
-    (
-        """CREATE TABLE attempts (
-            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            outbox_id BIGINT NOT NULL,
-            number INTEGER NOT NULL,
-            at DOUBLE PRECISION NOT NULL,
-            url TEXT,
-            outcome TEXT NOT NULL,
-            ok BOOLEAN NOT NULL,
-            duration_s DOUBLE PRECISION
-        )""",
-        "CREATE INDEX attempts_outbox_id ON attempts (outbox_id)",
-        "CREATE INDEX outbox_request_id ON outbox (request_id)",
-        "ALTER TABLE requests ADD COLUMN account TEXT",
-        "ALTER TABLE requests ADD COLUMN devices INTEGER",
-    ),
+# The schema's steps (gateway/store/schema.py) in PostgreSQL's types; the
+# version is kept in the schema_version table.
+MIGRATIONS = migrations(
+    epoch="DOUBLE PRECISION",  # REAL would be 4 bytes here
+    # An identity column's sequence never hands out an id twice.
+    callback_id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    attempt_id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    boolean="BOOLEAN",
 )
 
 # :name, but not the second colon of a :: cast.

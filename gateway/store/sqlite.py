@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gateway.exceptions import StoreUnavailable
+from gateway.store.schema import migrations
 from gateway.store.sql import SqlStore, StoreClosed
 
 # How long a write waits for another process's write lock before the store
@@ -30,66 +31,14 @@ MIN_FREE_BYTES = 1 << 20
 # must survive a power loss, not just a crash.
 SYNCHRONOUS = "FULL"
 
-# MIGRATIONS[n] takes the schema from version n to n + 1 (PRAGMA user_version).
-# Append to it; never edit a step that has shipped.
-MIGRATIONS = (
-    (
-        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        """CREATE TABLE registrations (
-            account TEXT NOT NULL,
-            service TEXT NOT NULL,
-            url TEXT NOT NULL,
-            username TEXT,
-            password TEXT,
-            PRIMARY KEY (account, service)
-        )""",
-        """CREATE TABLE requests (
-            request_id TEXT PRIMARY KEY,
-            kind_spellings TEXT NOT NULL,
-            remembered_at REAL NOT NULL
-        )""",
-        "CREATE INDEX requests_remembered_at ON requests (remembered_at)",
-        # AUTOINCREMENT: an id is never reused after a purge, so an id an
-        # operator or a stale worker holds can only ever name one callback.
-        """CREATE TABLE outbox (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            dedupe_key TEXT NOT NULL UNIQUE,
-            account TEXT NOT NULL,
-            service TEXT NOT NULL,
-            request_id TEXT,
-            body TEXT NOT NULL,
-            state TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'delivered', 'dead')),
-            attempts INTEGER NOT NULL,
-            received_at REAL NOT NULL,
-            next_attempt_at REAL NOT NULL,
-            claimed_by TEXT,
-            claimed_until REAL,
-            delivered_at REAL,
-            last_error TEXT,
-            last_error_at REAL
-        )""",
-        "CREATE INDEX outbox_state_next_attempt_at ON outbox (state, next_attempt_at)",
-    ),
-    # 2: for `m2m-gateway trace`. Every delivery attempt, kept as long as its
-    # outbox entry; and of each forwarded request its account filter and
-    # number of devices (remembered_at is when it was forwarded).
-    (
-        # Plain rowids: attempts are ordered by id within an entry, never named by it.
-        """CREATE TABLE attempts (
-            id INTEGER PRIMARY KEY,
-            outbox_id BIGINT NOT NULL,
-            number INTEGER NOT NULL,
-            at REAL NOT NULL,
-            url TEXT,
-            outcome TEXT NOT NULL,
-            ok INTEGER NOT NULL,
-            duration_s REAL
-        )""",
-        "CREATE INDEX attempts_outbox_id ON attempts (outbox_id)",
-        "CREATE INDEX outbox_request_id ON outbox (request_id)",
-        "ALTER TABLE requests ADD COLUMN account TEXT",
-        "ALTER TABLE requests ADD COLUMN devices INTEGER",
-    ),
+# The schema's steps (gateway/store/schema.py) in SQLite's types; the
+# version is PRAGMA user_version.
+MIGRATIONS = migrations(
+    epoch="REAL",
+    # AUTOINCREMENT: never reuses the id of a deleted row.
+    callback_id="INTEGER PRIMARY KEY AUTOINCREMENT",
+    attempt_id="INTEGER PRIMARY KEY",  # the rowid
+    boolean="INTEGER",
 )
 
 

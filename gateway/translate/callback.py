@@ -62,7 +62,7 @@ from lxml import etree
 
 from gateway import ns
 from gateway.exceptions import RequestInvalid
-from gateway.translate.echo import LIMIT, shown
+from gateway.translate.quote import LIMIT, shown
 from gateway.xmlchars import xml_safe
 
 MAX_STRING_LENGTH = 10_000

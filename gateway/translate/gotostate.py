@@ -19,7 +19,7 @@ lower-cased, because ThingSpace spells them that way.
 import re
 
 from gateway.exceptions import RequestInvalid
-from gateway.translate.echo import shown
+from gateway.translate.quote import shown
 
 MAX_DEVICES = 10_000
 MAX_SKU_NUMBER_LENGTH = 20
