@@ -41,8 +41,9 @@ from pathlib import Path
 from bench.common import ROOT, Background, median, percentile, print_machine, print_profile, print_table, ratio, verdict
 from bench.floor import to_rest_json as floor
 
-TIME_TARGET = 2.0
-MEMORY_TARGET = 2.0
+# The targets are over HTTP (bench/small_requests.py's bulk GoToState); in process, for where the time goes.
+TIME_TARGET = 1.6
+MEMORY_TARGET = 1.5
 MEMORY_REPS = 3
 CHILD_TIMEOUT_S = 120
 GO_TO_STATE_ACTION = '"http://nphase.com/unifiedwebservice/v2/IStateService/GoToState"'

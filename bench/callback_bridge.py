@@ -14,10 +14,14 @@ delivered/s  callbacks that reached the listener per second, from the first post
              to the last arrival
 latency      listener arrival - the poster's 2xx, matched by requestId
 
-    python -m bench.callback_bridge [--count 5000] [--posters 8] [--profile]
+The listener (asyncio, one thread) costs about 0.1 ms of CPU a callback: at
+1,000/s a tenth of a CPU, never the bottleneck; its CPU is reported.
+
+    python -m bench.callback_bridge [--count 5000] [--posters 8] [--store sqlite|postgresql] [--profile]
 """
 
 import argparse
+import contextlib
 import cProfile
 import json
 import re
@@ -29,6 +33,7 @@ from pathlib import Path
 
 from bench.common import (
     HOST,
+    ROOT,
     Background,
     Child,
     closed_loop,
@@ -40,14 +45,14 @@ from bench.common import (
     print_machine,
     print_profile,
     print_table,
+    print_targets,
     python_module,
     serve_http,
-    verdict,
 )
 
 ACCEPTED_TARGET = 1000
-DELIVERED_TARGET = 500
-P50_TARGET_MS = 20
+DELIVERED_TARGET = 1000
+P50_TARGET_MS = 50
 ACCOUNT = "0000123456-00001"
 SERVICE = "StateService"
 CALLBACK_PATH = f"/callbacks/thingspace/{ACCOUNT}/{SERVICE}"
@@ -120,6 +125,29 @@ def wait_for_arrivals(port, count, timeout_s):
     return False
 
 
+@contextlib.contextmanager
+def store_location(kind, workdir):
+    """(a function opening the store, the gateway's environment naming it) for a SQLite file in ``workdir``
+    or a database of a PostgreSQL server of this run's own (stopped by PID at the end)."""
+    from gateway.store import PostgresStore, SqliteStore
+
+    if kind == "sqlite":
+        path = workdir / "gateway.sqlite3"
+        yield (lambda: SqliteStore(path)), {"M2MGW_STORE_PATH": str(path)}
+        return
+    sys.path.insert(0, str(ROOT))
+    from tests.conftest_postgres import PostgresServer, postgres_bin_dir
+
+    if postgres_bin_dir() is None:
+        raise SystemExit("PostgreSQL is not installed: `make test` installs it")
+    server = PostgresServer(postgres_bin_dir(), tempfile.mkdtemp(prefix="m2m-bench-postgres-")).start()
+    try:
+        url = server.create_database()
+        yield (lambda: PostgresStore(url)), {"M2MGW_STORE_URL": url}
+    finally:
+        server.stop()
+
+
 # -- posting ----------------------------------------------------------------------------------
 
 
@@ -150,6 +178,8 @@ def main(argv=None):
     parser.add_argument("--posters", type=int, default=8, help="concurrent posters (C)")
     parser.add_argument("--paced-rate", type=float, default=100, help="callbacks per second of the paced phase")
     parser.add_argument("--paced-count", type=int, default=500)
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the gateway's store: a SQLite file, or a database of a throwaway PostgreSQL server")
     parser.add_argument("--profile", action="store_true", help="also profile the receiver and the delivery worker in-process")
     parser.add_argument("--profile-count", type=int, default=1000)
     parser.add_argument("--listener-child", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -163,9 +193,7 @@ def main(argv=None):
 
     print_machine()
     ensure_gunicorn()
-    from gateway.store import SqliteStore
-
-    with tempfile.TemporaryDirectory(prefix="m2m-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="m2m-bench-") as tmp, store_location(args.store, Path(tmp)) as (open_store, store_env):
         workdir = Path(tmp)
         listener_port, gateway_port = free_port(), free_port()
         listener = Child(
@@ -173,13 +201,12 @@ def main(argv=None):
             log_path=workdir / "listener.log",
             port=listener_port,
         ).start()
-        store_path = workdir / "gateway.sqlite3"
-        store = SqliteStore(store_path)
+        store = open_store()
         store.put_registration(ACCOUNT, SERVICE, f"http://{HOST}:{listener_port}/listener", "legacy-user", "legacy-pass")
         store.close()
         env = {
+            **store_env,
             "M2MGW_SERVER_PORT": str(gateway_port),
-            "M2MGW_STORE_PATH": str(store_path),
             "M2MGW_CALLBACKS_USERNAME": CALLBACK_USERNAME,
             "M2MGW_CALLBACKS_PASSWORD": CALLBACK_PASSWORD,
             "M2MGW_UPSTREAM_BASE_URL": f"http://{HOST}:{free_port()}",  # never called here
@@ -201,24 +228,34 @@ def main(argv=None):
         ]
         gateway.stop()
         listener.stop()
-        counts = SqliteStore(store_path).counts()
+        store = open_store()
+        counts = store.counts()
+        store.close()
         log = gateway.log()
 
     burst = phases[0]
     print_table(
-        "callback bridge: REST callbacks -> store -> SOAP delivery (real `python -m gateway serve`, SQLite)",
-        ["phase", "accepted/s", "delivered/s", "p50 receipt->delivery ms", "p99 ms", "2xx / refused / delivered / dup"],
+        f"callback bridge: REST callbacks -> store -> SOAP delivery (real `python -m gateway serve`, {args.store})",
+        ["phase", "accepted/s", "delivered/s", "p50 receipt->delivery ms", "p99 ms", "2xx / refused / delivered / dup / lost"],
         [phase["row"] for phase in phases],
         notes=[
-            f"targets (burst): accepted ≥ {ACCEPTED_TARGET:,}/s: {verdict(burst['accepted_rate'], ACCEPTED_TARGET, True)}; "
-            f"delivered ≥ {DELIVERED_TARGET}/s: {verdict(burst['delivered_rate'], DELIVERED_TARGET, True)}; "
-            f"p50 < {P50_TARGET_MS} ms: {verdict(burst['p50'], P50_TARGET_MS, False)} "
-            f"(paced, no backlog: {verdict(phases[1]['p50'], P50_TARGET_MS, False)})",
             *(phase["note"] for phase in phases),
             f"store after the run: {counts}",
             "accepted/s: 2xx per second from the first post to the last 2xx; delivered/s: arrivals at the listener per "
-            "second from the first post to the last arrival; latency: arrival - 2xx, by requestId.",
+            "second from the first post to the last arrival; latency: arrival - 2xx, by requestId; lost: answered 2xx, "
+            "never delivered.",
         ],
+    )
+    lost = sum(phase["lost"] for phase in phases)
+    print_targets(
+        f"callback bridge ({args.store}, {args.posters} posters)",
+        [
+            ("callbacks accepted per second (burst)", f"≥ {ACCEPTED_TARGET:,}", f"{burst['accepted_rate']:,.0f}", burst["accepted_rate"] >= ACCEPTED_TARGET),
+            ("callbacks delivered per second (burst)", f"≥ {DELIVERED_TARGET:,}", f"{burst['delivered_rate']:,.0f}", burst["delivered_rate"] >= DELIVERED_TARGET),
+            ("p50 receipt to delivery during the burst", f"< {P50_TARGET_MS} ms", f"{burst['p50']:,.1f} ms", burst["p50"] < P50_TARGET_MS),
+            ("callbacks lost (both phases)", "none", f"{lost}", lost == 0),
+        ],
+        burst["background"],
     )
     problems = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line or "failed" in line]
     if problems:
@@ -273,9 +310,12 @@ def measure_phase(title, prefix, count, posters, rate, gateway, listener):
         f"CPU: gateway (all its processes) {gateway_cpu:.2f} s = {gateway_cpu * 1000 / max(len(arrived), 1):.2f} ms per "
         f"callback received and delivered, listener {listener_cpu:.2f} s, posters {posted_cpu:.2f} s; {background.note()}"
     )
+    lost = sum(1 for rid in accepted if rid not in arrived)
     return {
-        "row": [title, accepted_rate, delivered_rate, p50, p99, f"{len(accepted):,} / {refused} / {len(arrived):,} / {duplicates}"],
+        "row": [title, accepted_rate, delivered_rate, p50, p99, f"{len(accepted):,} / {refused} / {len(arrived):,} / {duplicates} / {lost}"],
         "note": note,
+        "lost": lost,
+        "background": background,
         "accepted_rate": accepted_rate,
         "delivered_rate": delivered_rate,
         "p50": p50,
@@ -324,7 +364,7 @@ def profile(count):
                 "JSON parse": ("json/__init__.py", "loads"),
                 "callback.check": ("gateway/translate/callback.py", "check"),
                 "dedupe_key": ("gateway/translate/callback.py", "dedupe_key"),
-                "store.add_callback (commit)": ("gateway/store/", "add_callback"),
+                "store.add_callbacks (commit)": ("gateway/store/", "add_callbacks"),
                 "SQLite commit": ("~", "<method 'commit' of 'sqlite3.Connection' objects>"),
             },
         )
@@ -354,7 +394,7 @@ def profile(count):
                 "kind_spellings lookup": ("gateway/store/", "kind_spellings"),
                 "callback.to_envelope": ("gateway/translate/callback.py", "to_envelope"),
                 "POST to the listener": ("gateway/callbacks/delivery.py", "_post"),
-                "mark_delivered": ("gateway/store/", "mark_delivered"),
+                "settle (outcomes recorded)": ("gateway/store/", "settle"),
                 "SQLite commit": ("~", "<method 'commit' of 'sqlite3.Connection' objects>"),
                 "logging": ("logging/__init__.py", "info"),
             },

@@ -121,7 +121,7 @@ def cpu_seconds(pid, with_children=True):
     """User + system CPU seconds of ``pid`` and (optionally) its live direct children, from /proc."""
     total = _own_cpu(pid)
     if with_children:
-        for child in _child_pids(pid):
+        for child in child_pids(pid):
             total += _own_cpu(child)
     return total
 
@@ -139,7 +139,7 @@ def _own_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
 
 
-def _child_pids(pid):
+def child_pids(pid):
     children = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -151,11 +151,16 @@ def _child_pids(pid):
     return children
 
 
-def system_busy_seconds():
-    """CPU seconds all CPUs of the machine spent busy since boot (/proc/stat), whoever used them."""
+def _cpu_times():
+    """(busy, steal) CPU seconds of all CPUs since boot (/proc/stat): busy whoever used them, steal included."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
+    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS, steal / _CLOCK_TICKS
+
+
+def load_average():
+    """The 1-minute load average (runnable processes, averaged)."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def own_cpu_seconds():
@@ -174,28 +179,35 @@ class Background:
     this process, its reaped children and the live process trees (pids) given
     to ``stop``. Others share this machine; a benchmark run while they are
     busy is slower, and this says by how much it could have been disturbed.
+    Also the 1-minute load average before and at the end (it includes our
+    own processes), and the CPU time the hypervisor stole meanwhile.
     """
 
     def __init__(self, pids=()):
         self.pids = list(pids)
+        self.load_before = load_average()
         self.started = time.monotonic()
-        self.busy = system_busy_seconds()
+        self.busy, self.steal = _cpu_times()
         self.own = own_cpu_seconds()
         self.trees = {pid: cpu_seconds(pid) for pid in self.pids}
-        self.others_cores = math.nan
+        self.others_cores = self.steal_cores = self.load_after = math.nan
         self.elapsed = math.nan
 
     def stop(self):
         self.elapsed = time.monotonic() - self.started
         ours = own_cpu_seconds() - self.own + sum(cpu_seconds(pid) - before for pid, before in self.trees.items())
-        others = system_busy_seconds() - self.busy - ours
+        busy, steal = _cpu_times()
+        others = busy - self.busy - ours
         self.others_cores = max(0.0, others) / self.elapsed if self.elapsed > 0 else math.nan
+        self.steal_cores = (steal - self.steal) / self.elapsed if self.elapsed > 0 else math.nan
+        self.load_after = load_average()
         return self
 
     def note(self):
         return (
-            f"others' load while measuring: {self.others_cores:.2f} of {os.cpu_count()} CPUs busy with processes "
-            "not started by this benchmark (0 = a quiet machine)"
+            f"machine while measuring: {self.others_cores:.2f} of {os.cpu_count()} CPUs busy with processes not started "
+            f"by this benchmark (0 = a quiet machine), {self.steal_cores:.2f} CPUs stolen by the hypervisor; load "
+            f"average {self.load_before:.2f} before, {self.load_after:.2f} at the end (ours included)"
         )
 
 
@@ -360,6 +372,16 @@ def _numeric(text):
 def verdict(value, target, higher_is_better):
     ok = value >= target if higher_is_better else value <= target
     return "meets" if ok else "MISSES"
+
+
+def print_targets(title, rows, background):
+    """Each figure beside its target: rows of (measure, target text, measured text, met)."""
+    print_table(
+        f"{title}: against the targets",
+        ["measure", "target", "measured", "met?"],
+        [[measure, target, measured, "meets" if met else "MISSES"] for measure, target, measured, met in rows],
+        notes=[background.note()],
+    )
 
 
 def print_profile(profiler, requests, title, top=10, focus=None):

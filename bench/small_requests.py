@@ -1,20 +1,25 @@
-"""Small requests: a 2-device GoToState over HTTP, the gateway under gunicorn against a bare baseline.
+"""GoToState over HTTP, the gateway under gunicorn against the floor: a small one under load, a bulk one alone.
 
-gateway  the gateway's WSGI application (``gateway/wsgi.py``'s ``application``
-         if that file exists, else bench/gateway_app.py: ``Gateway(config.load())``
-         with logging configured as ``serve`` does) under gunicorn, talking to a
-         loopback upstream stub (bench.common.serve_http: token, login, goToState
-         answered at once), with its SQLite store in a temporary directory.
-bare     bench/bare_app.py: werkzeug's Request + the lxml floor (bench/floor.py),
-         answering the bytes the gateway answered; no upstream call, no store.
-bare+upstream  the same plus one PUT of the JSON to the stub (http.client, kept
-         alive): for information, what the unavoidable upstream call costs.
+Small: a 2-device GoToState from CONNECTIONS closed-loop clients, for
+throughput. Bulk: a BULK_DEVICES-device GoToState (3.2 MB), BULK_RUNS times
+one after the other, for time and the peak memory it adds to the worker.
 
-Both under the same gunicorn command line (WORKERS workers, the product's
-gthread worker class by default), loaded by the same generator in the same
+gateway  ``python -m gateway serve`` itself, talking to the upstream stub,
+         with its SQLite store in a temporary directory.
+floor    bench/bare_app.py with an upstream: the least a Python gateway can do
+         for the same request: werkzeug's Request, lxml parse, a hand-written
+         walk of the envelope (bench/floor.py), ``json.dumps``, one PUT over a
+         kept-alive ``http.client`` connection per thread, the gateway's own
+         answer bytes as a template.
+bare     the floor without the PUT: for information.
+
+The upstream stub is nginx (bench/stub.py: ``return 200`` per path), never the
+bottleneck. All three apps run under ``serve``'s own gunicorn line
+(gateway/server.py; the floor and bare through bench/served.py: its worker
+class, WORKERS workers x THREADS threads, its worker_connections), loaded by the same generator in the same
 run: wrk (Debian's ``wrk``, with a Lua script for the POST body and headers)
 if it is on PATH, else a closed-loop Python client with CONNECTIONS threads.
-Rounds: gateway, bare, bare+upstream, then again, DURATION seconds each.
+Rounds: gateway, floor, bare, then again, DURATION seconds each.
 
     python -m bench.small_requests [--duration 10] [--rounds 2] [--connections 8]
 """
@@ -37,6 +42,8 @@ from bench.common import (
     ROOT,
     Background,
     Child,
+    Connection,
+    child_pids,
     closed_loop,
     cpu_seconds,
     ensure_gunicorn,
@@ -46,13 +53,22 @@ from bench.common import (
     print_machine,
     print_profile,
     print_table,
+    print_targets,
     python_module,
     ratio,
-    serve_http,
-    verdict,
 )
+from bench.bulk_translation import request_body as bulk_request_body
+from bench.stub import nginx_stub
+from gateway.server import MAX_CONNECTIONS
+from gateway.whole_requests import WholeRequestWorker
 
-RPS_TARGET = 0.75
+WORKER_CLASS = f"{WholeRequestWorker.__module__}.{WholeRequestWorker.__name__}"
+
+# Throughput of the gateway as a share of the floor's.
+RPS_TARGET = 0.6
+# Time and peak memory of the 10,000-device GoToState over HTTP, as multiples of the floor's.
+BULK_TIME_TARGET = 1.6
+BULK_MEMORY_TARGET = 1.5
 SERVICE_PATH = "/api/v2/StateService.svc"
 SOAP_ACTION = '"http://nphase.com/unifiedwebservice/v2/IStateService/GoToState"'
 HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": SOAP_ACTION}
@@ -73,41 +89,20 @@ def request_body():
     return envelopes.go_to_state({**envelopes.VALID, "DeviceList": {"xml": envelopes.devices_xml(devices)}}, token="s")
 
 
-# -- the upstream stub (a child process) ------------------------------------------------------
-
-
-def serve_upstream(port):
-    def answer(method, target, headers, body):
-        path = target.split("?", 1)[0]
-        payload = UPSTREAM_ANSWERS.get(path)
-        if payload is None:
-            return 404, "application/json", b'{"errorCode":"NotFound","errorMessage":"not stubbed"}'
-        return 200, "application/json", payload
-
-    serve_http(port, answer)
-
-
 # -- servers ------------------------------------------------------------------------------
 
 
-def gunicorn(app, port, args, env, log_path):
-    argv = python_module(
-        "gunicorn",
-        "--bind", f"{HOST}:{port}",
-        "--workers", args.workers,
-        "--worker-class", args.worker_class,
-        "--threads", args.threads,
-        "--timeout", "60",
-        "--graceful-timeout", "10",
-        "--log-level", "warning",
-        "--chdir", ROOT,
-        app,
-    )
+def serve(app, port, args, env, log_path):
+    """``app`` ("gateway": ``python -m gateway serve`` itself; else MODULE:NAME) under serve's gunicorn line."""
+    env = {
+        **env,
+        "M2MGW_SERVER_HOST": HOST,
+        "M2MGW_SERVER_PORT": str(port),
+        "M2MGW_SERVER_WORKERS": str(args.workers),
+        "M2MGW_SERVER_THREADS": str(args.threads),
+    }
+    argv = python_module("gateway", "serve") if app == "gateway" else python_module("bench.served", app)
     return Child(argv, env=env, log_path=log_path, port=port).start()
-
-
-def gateway_app_name():
-    return "gateway.wsgi:application" if (ROOT / "gateway" / "wsgi.py").exists() else "bench.gateway_app:application"
 
 
 # -- load -----------------------------------------------------------------------------------
@@ -197,85 +192,107 @@ def check_answer(port, body):
         return response.status, response.headers.get("Content-Type"), response.read()
 
 
+def measure_bulk(server, body, runs):
+    """One warm-up, then ``runs`` bulk requests one after the other on one kept-alive connection (so to one
+    worker): the median and p90 ms, and the peak RSS they added to the worker over its RSS before the first
+    (the memory a worker keeps after a bulk request is counted as well: malloc rarely gives it back)."""
+    workers = child_pids(server.pid)
+    for pid in workers:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # each worker's high-water mark to its RSS now
+    before = {pid: _status_kb(pid, "VmRSS") for pid in workers}
+    connection = Connection(server.port, timeout_s=60)
+    times = []
+    try:
+        for _ in range(runs + 1):
+            started = time.perf_counter()
+            status, _ = connection.request("POST", SERVICE_PATH, body, HEADERS)
+            times.append((time.perf_counter() - started) * 1000)
+            if status != 200:
+                raise SystemExit(f"the bulk GoToState was answered {status}")
+    finally:
+        connection.close()
+    peak_mb = max(_status_kb(pid, "VmHWM") - before[pid] for pid in workers) / 1024
+    return {"ms": median(times[1:]), "p90": percentile(times[1:], 90), "peak_mb": peak_mb}
+
+
+def _status_kb(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
 # -- the benchmark ----------------------------------------------------------------------------
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per round and variant")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of gateway, bare, bare+upstream")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of gateway, floor, bare")
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections (wrk -c) or client threads")
     parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class for both variants")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (gthread)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers ([server] workers' default)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker ([server] threads' default)")
     parser.add_argument("--profile", action="store_true", help="also time and profile both apps in-process (no HTTP server)")
     parser.add_argument("--profile-count", type=int, default=1000)
+    parser.add_argument("--bulk-devices", type=int, default=10_000, help="devices of the bulk GoToState")
+    parser.add_argument("--bulk-runs", type=int, default=11, help="bulk requests per variant (after one warm-up)")
     parser.add_argument("--generator", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python")
-    parser.add_argument("--upstream-child", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.upstream_child:
-        serve_upstream(args.upstream_child)
-        return 0
     args.duration = max(1, min(args.duration, 60))
     args.rounds = max(1, min(args.rounds, 5))
+    args.bulk_runs = max(1, min(args.bulk_runs, 51))
+    args.bulk_devices = max(1, min(args.bulk_devices, 20_000))
 
     print_machine()
     ensure_gunicorn()
     body = request_body()
     with tempfile.TemporaryDirectory(prefix="m2m-bench-") as tmp:
         workdir = Path(tmp)
-        upstream_port, gateway_port, bare_port = free_port(), free_port(), free_port()
-        upstream = Child(
-            python_module("bench.small_requests", "--upstream-child", upstream_port),
-            log_path=workdir / "upstream.log",
-            port=upstream_port,
-        ).start()
+        upstream_port, gateway_port, bare_port, floor_port = free_port(), free_port(), free_port(), free_port()
+        upstream = nginx_stub(upstream_port, UPSTREAM_ANSWERS, workdir)
         gateway_env = {
             "M2MGW_UPSTREAM_BASE_URL": f"http://{HOST}:{upstream_port}",
             "M2MGW_STORE_PATH": str(workdir / "gateway.sqlite3"),
-            "M2MGW_SERVER_PORT": str(gateway_port),
         }
-        app = gateway_app_name()
-        gateway = gunicorn(app, gateway_port, args, gateway_env, workdir / "gateway.log")
+        gateway = serve("gateway", gateway_port, args, gateway_env, workdir / "gateway.log")
         status, content_type, answer = check_answer(gateway_port, body)
         if status != 200 or not re.search(rb"RequestId>r</", answer):
             raise SystemExit(f"the gateway did not answer the GoToState as expected: {status} {answer[:300]!r}")
         (workdir / "answer.xml").write_bytes(answer)
         bare_env = {"BENCH_BARE_RESPONSE": str(workdir / "answer.xml"), "BENCH_BARE_CONTENT_TYPE": content_type}
-        bare = gunicorn("bench.bare_app:application", bare_port, args, bare_env, workdir / "bare.log")
-        bare_upstream_port = free_port()
-        bare_upstream = gunicorn(
+        floor = serve(
             "bench.bare_app:application",
-            bare_upstream_port,
+            floor_port,
             args,
             {**bare_env, "BENCH_BARE_UPSTREAM": f"{HOST}:{upstream_port}"},
-            workdir / "bare_upstream.log",
+            workdir / "floor.log",
         )
-        for port in (bare_port, bare_upstream_port):
+        bare = serve("bench.bare_app:application", bare_port, args, bare_env, workdir / "bare.log")
+        for port in (floor_port, bare_port):
             if check_answer(port, body)[2] != answer:
-                raise SystemExit("the bare app does not answer the gateway's bytes")
+                raise SystemExit("the floor does not answer the gateway's bytes")
         print(
-            f"gateway app {app}; gunicorn --workers {args.workers} --worker-class {args.worker_class} --threads {args.threads}; "
-            f"load: {args.generator}, {args.connections} connections, {args.duration} s per round; request {len(body)} bytes, "
-            f"answer {len(answer)} bytes",
+            f"`m2m-gateway serve`'s gunicorn line for all: {args.workers} workers x {args.threads} threads, worker class "
+            f"{WORKER_CLASS}, worker_connections {MAX_CONNECTIONS}; upstream stub: nginx; load: {args.generator}, {args.connections} "
+            f"connections, {args.duration} s per round; request {len(body)} bytes, answer {len(answer)} bytes",
             flush=True,
         )
 
         results = []
-        background = Background([gateway.pid, bare.pid, bare_upstream.pid, upstream.pid])
+        background = Background([gateway.pid, floor.pid, bare.pid, upstream.pid])
         for _ in range(args.rounds):
             results.append(measure("gateway", gateway_port, body, args, workdir, {"server": gateway.pid, "upstream stub": upstream.pid}))
+            results.append(measure("floor", floor_port, body, args, workdir, {"server": floor.pid, "upstream stub": upstream.pid}))
             results.append(measure("bare", bare_port, body, args, workdir, {"server": bare.pid}))
-            results.append(
-                measure("bare+upstream", bare_upstream_port, body, args, workdir, {"server": bare_upstream.pid, "upstream stub": upstream.pid})
-            )
+        bulk_body = bulk_request_body(args.bulk_devices)
+        bulk = {name: measure_bulk(server, bulk_body, args.bulk_runs) for name, server in (("gateway", gateway), ("floor", floor))}
         background.stop()
-        for child in (bare_upstream, bare, gateway, upstream):
+        for child in (bare, floor, gateway, upstream):
             child.stop()
         gateway_log = gateway.log()
 
-    variants = ("gateway", "bare", "bare+upstream")
+    variants = ("gateway", "floor", "bare")
     rows = []
     for number, result in enumerate(results):
         cpu = result["cpu"]
@@ -295,15 +312,22 @@ def main(argv=None):
     mean_rps = {v: sum(r["rps"] for r in results if r["variant"] == v) / args.rounds for v in variants}
     p50 = {v: median([r["p50"] for r in results if r["variant"] == v]) for v in variants}
     p99 = {v: median([r["p99"] for r in results if r["variant"] == v]) for v in variants}
-    rps_ratio = ratio(mean_rps["gateway"], mean_rps["bare"])
-    for baseline in ("bare", "bare+upstream"):
+    cpu_per_request = {
+        v: sum(r["cpu"]["server"] for r in results if r["variant"] == v) * 1000
+        / max(sum(r["requests"] for r in results if r["variant"] == v), 1)
+        for v in variants
+    }
+    rps_ratio = ratio(mean_rps["gateway"], mean_rps["floor"])
+    for baseline in ("floor", "bare"):
         rows.append(
             [
                 f"ratio gateway/{baseline}",
-                f"{ratio(mean_rps['gateway'], mean_rps[baseline]):.0%}",
+                f"{ratio(mean_rps['gateway'], mean_rps[baseline]):.2f}×",
                 f"{ratio(p50['gateway'], p50[baseline]):.2f}×",
                 f"{ratio(p99['gateway'], p99[baseline]):.2f}×",
-                "", "", "", "",
+                "",
+                f"{ratio(cpu_per_request['gateway'], cpu_per_request[baseline]):.2f}×",
+                "", "",
             ]
         )
     print_table(
@@ -311,14 +335,49 @@ def main(argv=None):
         ["variant", "rps", "p50 ms", "p99 ms", "errors", "server CPU ms/req", "stub CPU ms/req", "loadgen CPU ms/req"],
         rows,
         notes=[
-            f"rps gateway/bare (mean of {args.rounds} rounds each): {rps_ratio:.0%} (target ≥ {RPS_TARGET:.0%}: "
-            f"{verdict(rps_ratio, RPS_TARGET, True)})",
-            "bare+upstream (information, no target): the bare app plus the one upstream PUT the gateway cannot avoid, "
-            "over a kept-alive http.client connection per thread.",
-            "CPU ms/req: user+system CPU of the gunicorn master and workers, of the upstream stub and of the load "
+            "floor: lxml parse, a hand-written walk, json.dumps, one PUT over a kept-alive http.client connection, "
+            "a template answer; bare (information): the floor without the PUT.",
+            "CPU ms/req: user+system CPU of the gunicorn master and workers, of the upstream stub (nginx) and of the load "
             f"generator during the round, per request; the machine has {os.cpu_count()} CPUs for all of them.",
-            background.note(),
         ],
+    )
+    bulk_time, bulk_memory = (ratio(bulk["gateway"][key], bulk["floor"][key]) for key in ("ms", "peak_mb"))
+    print_table(
+        f"bulk GoToState over HTTP: {args.bulk_devices:,} devices, {len(bulk_body):,} bytes, {args.bulk_runs} requests "
+        "one after the other",
+        ["variant", "median ms", "p90 ms", "peak RSS added MB"],
+        [[name, result["ms"], result["p90"], result["peak_mb"]] for name, result in bulk.items()]
+        + [["ratio gateway/floor", f"{bulk_time:.2f}×", f"{ratio(bulk['gateway']['p90'], bulk['floor']['p90']):.2f}×", f"{bulk_memory:.2f}×"]],
+        notes=[
+            "peak RSS added: the serving worker's high-water mark (VmHWM, reset before) minus its RSS before the "
+            "requests (the warm-up included: what malloc keeps after one counts too), lxml's tree included."
+        ],
+    )
+    errors = sum(r["errors"] for r in results)
+    print_targets(
+        "GoToState over HTTP",
+        [
+            (
+                f"2-device GoToState throughput (mean of {args.rounds} rounds)",
+                f"≥ {RPS_TARGET:.1f}× the floor",
+                f"{rps_ratio:.2f}× ({mean_rps['gateway']:,.0f} vs {mean_rps['floor']:,.0f} rps)",
+                rps_ratio >= RPS_TARGET,
+            ),
+            (
+                f"{args.bulk_devices:,}-device GoToState time (median)",
+                f"≤ {BULK_TIME_TARGET:.1f}× the floor",
+                f"{bulk_time:.2f}× ({bulk['gateway']['ms']:,.0f} vs {bulk['floor']['ms']:,.0f} ms)",
+                bulk_time <= BULK_TIME_TARGET,
+            ),
+            (
+                f"{args.bulk_devices:,}-device GoToState peak memory",
+                f"≤ {BULK_MEMORY_TARGET:.1f}× the floor",
+                f"{bulk_memory:.2f}× ({bulk['gateway']['peak_mb']:,.1f} vs {bulk['floor']['peak_mb']:,.1f} MB)",
+                bulk_memory <= BULK_MEMORY_TARGET,
+            ),
+            ("errors (non-2xx, socket)", "0", f"{errors}", errors == 0),
+        ],
+        background,
     )
     problems = [line for line in gateway_log.splitlines() if " ERROR " in line or "Traceback" in line]
     if problems:
@@ -339,7 +398,7 @@ def profile(body, count):
     with tempfile.TemporaryDirectory(prefix="m2m-bench-") as tmp:
         workdir = Path(tmp)
         upstream_port = free_port()
-        upstream = Child(python_module("bench.small_requests", "--upstream-child", upstream_port), port=upstream_port).start()
+        upstream = nginx_stub(upstream_port, UPSTREAM_ANSWERS, workdir)
         environ = {
             **os.environ,
             "M2MGW_UPSTREAM_BASE_URL": f"http://{HOST}:{upstream_port}",

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from gateway.store import PostgresStore
+from gateway.store.records import Settlement
 
 pytestmark = pytest.mark.process
 
@@ -98,3 +99,39 @@ def test_the_unflushed_request_memory_leaves_every_other_commit_flushed(store):
     # The same connection, back in the pool: the setting was for that transaction only.
     assert {row[0] for row in store._read("SHOW synchronous_commit")} == {"on"}
     assert store.forwarded_request("r").devices == 1
+
+
+@pytest.mark.parametrize("batch", ["settle", "renew_claims"])
+def test_batches_lock_their_rows_in_id_order_so_that_two_batches_never_deadlock(store, postgres_url, batch):
+    store.put_registration(ACCOUNT, SERVICE, URL, "listener", "s3cret")
+    add(store, "a")
+    add(store, "b")
+    low, high = sorted(delivery.id for delivery in store.claim_due("w", NOW, 30, 10))
+    calls = {
+        "settle": lambda: store.settle([Settlement(high, "w", NOW + 1), Settlement(low, "w", NOW + 1)]),
+        "renew_claims": lambda: store.renew_claims("w", [high, low], NOW + 60),
+    }
+    with psycopg.connect(postgres_url) as holder, psycopg.connect(postgres_url, autocommit=True) as probe:
+        with ThreadPoolExecutor(1) as pool:
+            holder.execute("SELECT id FROM outbox WHERE id = %s FOR UPDATE", (high,))
+            # Given the higher id first, the batch locks the lower one first, then waits for the higher.
+            batched = pool.submit(calls[batch])
+            try:
+                deadline = time.monotonic() + 5
+                while not _locked(probe, low):
+                    assert time.monotonic() < deadline, "the batch did not lock the lower id while waiting for the higher"
+                    time.sleep(0.02)
+                assert not batched.done()
+            finally:
+                holder.rollback()
+            batched.result(timeout=5)
+    if batch == "settle":
+        assert store.counts()["delivered"] == 2
+
+
+def _locked(db, id):
+    try:
+        db.execute("SELECT id FROM outbox WHERE id = %s FOR UPDATE NOWAIT", (id,))
+    except psycopg.errors.LockNotAvailable:
+        return True
+    return False

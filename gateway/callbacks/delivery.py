@@ -20,6 +20,7 @@ but before that was recorded sends the callback again after restart.
 """
 
 import collections
+import functools
 import json
 import logging
 import os
@@ -31,11 +32,13 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import requests
+import urllib3
 
 from gateway import outbound
 from gateway.exceptions import DeliveryStalled, GatewayError, ListenerRefused, StoreUnavailable
 from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED, DELIVERY_PASS_COMPLETED
+from gateway.store.group_commit import GroupCommit
+from gateway.store.records import Settlement
 from gateway.supervise import supervised_thread
 from gateway.translate import callback
 
@@ -54,7 +57,7 @@ RENEW_EVERY_S = 2.5
 HOUSEKEEPING_S = 60.0
 # How often an idle worker looks for work other processes stored.
 IDLE_POLL_S = 1.0
-# What OpenSSL said, in the text of the error requests raises: "[SSL: CODE] what (_ssl.c:1006)".
+# What OpenSSL said, in the text of the error urllib3 raises: "[SSL: CODE] what (_ssl.c:1006)".
 _OPENSSL_REASON = re.compile(r"\[SSL: \w+\] ([^(']+)")
 
 
@@ -80,10 +83,15 @@ class DeliveryWorker:
         self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._local = threading.local()
+        # One thread-safe pool per listener origin, its connections kept alive between deliveries.
+        self._pool = functools.lru_cache(maxsize=64)(self._listener_pool)
+        self._timeout = urllib3.Timeout(connect=settings.timeout_s, read=settings.timeout_s)
         # Outcomes the store could not record yet, oldest first: recorded before anything is claimed.
         self._unrecorded = collections.deque()
         self._recording = threading.Lock()
+        # The senders' outcomes recorded together: one transaction for what they settled meanwhile.
+        # Waiting up to a lease: meanwhile the claims stay renewed.
+        self._settlements = GroupCommit(store.settle, LEASE_S, "the delivery outcome")
         # The entries this worker is sending or has yet to record, and since when: the leases it renews.
         self._held = {}
         # A sender that hangs must not hold its claims for ever: past this, they lapse.
@@ -236,16 +244,16 @@ class DeliveryWorker:
 
     def _settle(self, outcome):
         delivery, attempt, settings = outcome.delivery, outcome.attempt, self._settings
-        history = {"url": delivery.url, "duration_s": outcome.duration_s}  # for the entry's attempts
-        if outcome.problem is None:
-            if not self._store.mark_delivered(delivery.id, self._id, outcome.at, **history):
-                return self._lost(outcome)
+        at, problem = outcome.at, outcome.problem
+        retry_at = None
+        if problem is not None and attempt < settings.max_attempts:
+            retry_at = at + settings.backoff_s * 2 ** (attempt - 1)
+        if not self._settlements.write(Settlement(delivery.id, self._id, at, problem, retry_at, delivery.url, outcome.duration_s)):
+            return self._lost(outcome)
+        if problem is None:
             CALLBACKS_DELIVERED.inc()
             log.info("callback %d requestId=%s delivered (attempt %d)", delivery.id, delivery.request_id, attempt)
             return
-        retry_at = outcome.at + settings.backoff_s * 2 ** (attempt - 1) if attempt < settings.max_attempts else None
-        if not self._store.mark_failed(delivery.id, self._id, outcome.at, outcome.problem, retry_at, **history):
-            return self._lost(outcome)
         (CALLBACKS_RETRIED if retry_at else CALLBACKS_DEAD).inc()
         log.warning(
             "callback %d requestId=%s attempt %d/%d failed: %s%s",
@@ -253,7 +261,7 @@ class DeliveryWorker:
             delivery.request_id,
             attempt,
             settings.max_attempts,
-            outcome.problem,
+            problem,
             "" if retry_at else "; dead-lettered",
         )
 
@@ -268,44 +276,46 @@ class DeliveryWorker:
 
     def _post(self, url, envelope):
         """None when the listener acknowledged; otherwise what went wrong."""
-        http = getattr(self._local, "http", None)
-        if http is None:
-            # One per thread: requests' sessions are not thread-safe.
-            http = self._local.http = outbound.session(
-                ca_bundle=self._settings.ca_bundle, client_cert=_client_cert(self._settings)
-            )
         origin = urlsplit(url)
         try:
-            response = http.post(
+            response = self._pool(f"{origin.scheme}://{origin.netloc}").request(
+                "POST",
                 url,
-                data=envelope,
+                body=envelope,
                 headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
-                timeout=self._settings.timeout_s,
-                proxies=outbound.proxies(f"{origin.scheme}://{origin.netloc}"),
+                timeout=self._timeout,
                 # A redirect could lead anywhere, past the listener policy: it is an answer like any non-2xx.
-                allow_redirects=False,
+                redirect=False,
             )
-        except requests.exceptions.SSLError as error:
+        except urllib3.exceptions.SSLError as error:
             # The usual cause: a listener on a private CA, not in [callbacks] ca_bundle.
             return f"TLS with the listener failed: {_tls_reason(error)}"
-        except requests.RequestException as error:
-            return f"listener unreachable ({type(error).__name__})"
-        if 200 <= response.status_code < 300:
+        except urllib3.exceptions.HTTPError as error:
+            return f"listener unreachable ({_unreachable(error)})"
+        if 200 <= response.status < 300:
             return None
-        return f"listener answered HTTP {response.status_code}"
+        return f"listener answered HTTP {response.status}"
+
+    def _listener_pool(self, origin):
+        settings = self._settings
+        return outbound.pool(origin, ca_bundle=settings.ca_bundle, client_cert=settings.client_cert, client_key=settings.client_key)
+
+
+def _unreachable(error):
+    """What went wrong, in the words operators know from the attempt history (requests' names)."""
+    if isinstance(error, urllib3.exceptions.NewConnectionError):
+        return "ConnectionError"
+    if isinstance(error, urllib3.exceptions.ConnectTimeoutError):
+        return "ConnectTimeout"
+    if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+        return "ReadTimeout"
+    return "ConnectionError"
 
 
 def _tls_reason(error):
-    """What OpenSSL said went wrong, out of the chain of errors requests wraps it in."""
+    """What OpenSSL said went wrong, out of the text of the error urllib3 raises."""
     text = str(error)
     reason = _OPENSSL_REASON.search(text)
     if reason:
         return reason.group(1).strip()
     return text.rpartition("Caused by ")[2][:200]
-
-
-def _client_cert(settings):
-    """``[callbacks] client_cert`` (and its ``client_key``) as requests takes it, or None."""
-    if settings.client_key:
-        return settings.client_cert, settings.client_key
-    return settings.client_cert

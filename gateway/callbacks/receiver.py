@@ -19,6 +19,8 @@ from gateway.client_address import within
 from gateway.exceptions import RequestInvalid, StoreUnavailable
 from gateway.logs import RateLimited
 from gateway.metrics import CALLBACKS_RECEIVED
+from gateway.store.group_commit import GroupCommit
+from gateway.store.records import ReceivedCallback
 from gateway.translate import callback
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,9 @@ _refusals = RateLimited(log)
 MAX_CALLBACK_BYTES = 1 << 20
 # While the store is down: when ThingSpace should send the callback again.
 RETRY_AFTER_S = 5
+# How long a callback waits to be committed (with those other threads
+# received meanwhile) before ThingSpace is told 503 and sends it again.
+COMMIT_WAIT_S = 5
 
 
 class CallbackReceiver:
@@ -36,7 +41,8 @@ class CallbackReceiver:
 
     def __init__(self, store, credentials, allowed_sources=(), on_stored=None):
         """``allowed_sources``: the networks callbacks may come from; empty, any."""
-        self._store = store
+        # Concurrent callbacks committed together: one wait for the disk for all of them.
+        self._receipts = GroupCommit(store.add_callbacks, COMMIT_WAIT_S, "the callback")
         self._credentials = credentials
         self._allowed_sources = allowed_sources
         self._on_stored = on_stored or (lambda: None)
@@ -79,8 +85,8 @@ class CallbackReceiver:
         except RequestInvalid as error:
             return "refused", _answer(400, str(error))
         event = {key: value for key, value in body.items() if key not in ("username", "password")}
-        stored = self._store.add_callback(
-            callback.dedupe_key(body), account, service, body["requestId"], json.dumps(event), time.time()
+        stored = self._receipts.write(
+            ReceivedCallback(callback.dedupe_key(body), account, service, body["requestId"], json.dumps(event), time.time())
         )
         if stored:
             self._on_stored()

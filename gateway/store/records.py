@@ -108,3 +108,33 @@ class StoredCallback:
     listener_registered: bool
     body: str
     attempts: tuple[Attempt, ...]
+
+
+@dataclass(frozen=True)
+class ReceivedCallback:
+    """A callback as the receiver stores it: ThingSpace's event (credentials removed) as JSON text."""
+
+    dedupe_key: str
+    account: str
+    service: str
+    request_id: str | None
+    body: str
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The outcome of one attempt at a claimed entry, for the store to record.
+
+    ``error`` is None when the listener acknowledged; otherwise the entry is
+    retried at ``retry_at``, or dead when that is None. ``at`` is when the
+    attempt ended; ``url`` and ``duration_s`` go into its history.
+    """
+
+    id: int
+    worker: str
+    at: float
+    error: str | None = None
+    retry_at: float | None = None
+    url: str | None = None
+    duration_s: float | None = None

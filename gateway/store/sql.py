@@ -27,7 +27,9 @@ from gateway.store.records import (
     Delivery,
     ForwardedRequest,
     OutboxEntry,
+    ReceivedCallback,
     Registration,
+    Settlement,
     StoredCallback,
 )
 
@@ -217,22 +219,38 @@ class SqlStore(ABC):
 
         Committed, durably, when this returns: only then may ThingSpace be told 2xx.
         """
+        return self.add_callbacks([ReceivedCallback(dedupe_key, account, service, request_id, body, now)])[0]
+
+    def add_callbacks(self, callbacks):
+        """``add_callback`` for several ``ReceivedCallback`` in one transaction: a result for each, in order.
+
+        A dedupe key twice in ``callbacks`` is stored once, the second is a duplicate.
+        """
+        # Keys inserted in their order: two transactions inserting the same keys
+        # (a re-sent callback in two processes) wait for each other, never deadlock.
+        order = sorted(range(len(callbacks)), key=lambda n: callbacks[n].dedupe_key)
+        stored = [False] * len(callbacks)
         with self._write() as db:
-            cursor = db.execute(
-                f"""INSERT INTO outbox
-                (dedupe_key, account, service, request_id, body, state, attempts, received_at, next_attempt_at)
-                VALUES (:dedupe_key, :account, :service, :request_id, :body, '{PENDING}', 0, :now, :now)
-                ON CONFLICT (dedupe_key) DO NOTHING""",
-                {
-                    "dedupe_key": dedupe_key,
-                    "account": account,
-                    "service": service,
-                    "request_id": request_id,
-                    "body": body,
-                    "now": now,
-                },
-            )
-            return cursor.rowcount == 1
+            for n in order:
+                received = callbacks[n]
+                stored[n] = (
+                    db.execute(
+                        f"""INSERT INTO outbox
+                        (dedupe_key, account, service, request_id, body, state, attempts, received_at, next_attempt_at)
+                        VALUES (:dedupe_key, :account, :service, :request_id, :body, '{PENDING}', 0, :now, :now)
+                        ON CONFLICT (dedupe_key) DO NOTHING""",
+                        {
+                            "dedupe_key": received.dedupe_key,
+                            "account": received.account,
+                            "service": received.service,
+                            "request_id": received.request_id,
+                            "body": received.body,
+                            "now": received.received_at,
+                        },
+                    ).rowcount
+                    == 1
+                )
+        return stored
 
     def claim_due(self, worker, now, lease_s, limit):
         """Claim for ``worker`` up to ``limit`` due entries that have a listener, oldest first.
@@ -240,8 +258,10 @@ class SqlStore(ABC):
         The SELECT and the UPDATE run in one transaction, under the backend's
         CLAIM_LOCK, so that no entry is claimed by two workers. (Not UPDATE
         ... RETURNING: it cannot return the registration's columns nor keep an order.)
+        Not waiting for the disk: a claim lost with a power cut only lets the
+        entry be claimed and sent again, as a lapsed lease does.
         """
-        with self._write() as db:
+        with self._write(flushed=False) as db:
             rows = db.execute(
                 f"""SELECT o.id, o.account, o.service, o.request_id, o.body, o.attempts,
                     r.url, r.username, r.password, o.received_at
@@ -259,41 +279,47 @@ class SqlStore(ABC):
         return [Delivery(*row[:8], self._box.open(row[8]), row[9]) for row in rows]
 
     def renew_claims(self, worker, ids, until):
-        """Extend to ``until`` the leases ``worker`` holds on the entries ``ids``."""
-        with self._write() as db:
+        """Extend to ``until`` the leases ``worker`` holds on the entries ``ids``; not waiting for the disk, as claim_due."""
+        with self._write(flushed=False) as db:
             db.executemany(
                 f"UPDATE outbox SET claimed_until = :until WHERE id = :id AND state = '{CLAIMED}' AND claimed_by = :worker",
-                [{"worker": worker, "until": until, "id": id} for id in ids],
+                [{"worker": worker, "until": until, "id": id} for id in sorted(ids)],  # in id order: see settle
             )
 
     def mark_delivered(self, id, worker, now, *, url=None, duration_s=None):
         """False if ``worker`` no longer holds the entry (its lease ran out and another took it).
 
-        Adds the attempt to the entry's history (see ``_settle``).
+        Adds the attempt to the entry's history (see ``settle``).
         """
-        return self._settle(
-            id,
-            worker,
-            f"state = '{DELIVERED}', delivered_at = :now",
-            {"now": now},
-            Attempt(id, None, now, url, ACKNOWLEDGED, True, duration_s),
-        )
+        return self.settle([Settlement(id, worker, now, url=url, duration_s=duration_s)])[0]
 
     def mark_failed(self, id, worker, now, error, retry_at, *, url=None, duration_s=None):
         """Count a failed attempt: retry at ``retry_at``, or give up (dead) when it is None.
 
         False if ``worker`` no longer holds the entry. Adds the attempt to the
-        entry's history (see ``_settle``).
+        entry's history (see ``settle``).
         """
-        error = error[:LAST_ERROR_MAX_CHARS]
-        return self._settle(
-            id,
-            worker,
-            """state = :state, attempts = attempts + 1, next_attempt_at = COALESCE(:retry_at, next_attempt_at),
-            last_error = :error, last_error_at = :now""",
-            {"state": DEAD if retry_at is None else PENDING, "retry_at": retry_at, "error": error, "now": now},
-            Attempt(id, None, now, url, error, False, duration_s),
-        )
+        return self.settle([Settlement(id, worker, now, error, retry_at, url, duration_s)])[0]
+
+    def settle(self, settlements):
+        """Record the outcomes of attempts (``Settlement``) in one transaction; for each, False if
+        its worker no longer held the entry, and then nothing of it is recorded.
+
+        Each attempt goes into its entry's history. Its number is the entry's
+        count of attempts after the update, plus one if the update did not
+        count one (a delivery): the envelope's CallbackCount. Its ``at`` there
+        is when it began. So the history has exactly the attempts that
+        counted: that of a worker that lost its claim is not recorded, as
+        another worker now owns the entry and its history.
+        """
+        # Rows locked in the order of their ids, as renew_claims locks them: two
+        # transactions of several rows each can never wait for each other.
+        order = sorted(range(len(settlements)), key=lambda n: settlements[n].id)
+        recorded = [False] * len(settlements)
+        with self._write() as db:
+            for n in order:
+                recorded[n] = self._settle(db, settlements[n])
+        return recorded
 
     def outbox(self, state):
         """The entries an operator asks for: ``pending`` (claimed ones included) or ``dead``."""
@@ -524,40 +550,38 @@ class SqlStore(ABC):
             [{"key": key, "value": reseal(value)} for key, value in credentials],
         )
 
-    def _settle(self, id, worker, assignments, values, attempt):
-        """Apply ``assignments`` if ``worker`` still holds the entry, and add ``attempt`` to its history.
-
-        ``attempt.at`` is when it ended (``now``); it is kept as when it
-        began. Its number is the entry's count of attempts after the update,
-        plus one if the update did not count one (a delivery): the envelope's
-        CallbackCount. In one transaction, so the history has exactly the
-        attempts that counted: that of a worker that lost its claim is not
-        recorded, as another worker now owns the entry and its history.
-        """
-        with self._write() as db:
-            cursor = db.execute(
-                f"""UPDATE outbox SET {assignments}, claimed_by = NULL, claimed_until = NULL
-                WHERE id = :id AND state = '{CLAIMED}' AND claimed_by = :worker""",
-                {**values, "id": id, "worker": worker},
-            )
-            if cursor.rowcount != 1:
-                return False
-            duration_s = attempt.duration_s
-            db.execute(
-                f"""INSERT INTO attempts (outbox_id, number, at, url, outcome, ok, duration_s)
-                SELECT id, attempts + CASE state WHEN '{DELIVERED}' THEN 1 ELSE 0 END,
-                    :at, :url, :outcome, :ok, :duration_s
-                FROM outbox WHERE id = :id""",
-                {
-                    "id": id,
-                    "at": attempt.at - (duration_s or 0.0),
-                    "url": _without_credentials(attempt.url),
-                    "outcome": attempt.outcome,
-                    "ok": attempt.ok,
-                    "duration_s": duration_s,
-                },
-            )
-            return True
+    @staticmethod
+    def _settle(db, settlement):
+        if settlement.error is None:
+            assignments, values, outcome = f"state = '{DELIVERED}', delivered_at = :now", {}, ACKNOWLEDGED
+        else:
+            outcome = settlement.error[:LAST_ERROR_MAX_CHARS]
+            assignments = """state = :state, attempts = attempts + 1, next_attempt_at = COALESCE(:retry_at, next_attempt_at),
+            last_error = :error, last_error_at = :now"""
+            values = {"state": DEAD if settlement.retry_at is None else PENDING, "retry_at": settlement.retry_at, "error": outcome}
+        cursor = db.execute(
+            f"""UPDATE outbox SET {assignments}, claimed_by = NULL, claimed_until = NULL
+            WHERE id = :id AND state = '{CLAIMED}' AND claimed_by = :worker""",
+            {**values, "now": settlement.at, "id": settlement.id, "worker": settlement.worker},
+        )
+        if cursor.rowcount != 1:
+            return False
+        duration_s = settlement.duration_s
+        db.execute(
+            f"""INSERT INTO attempts (outbox_id, number, at, url, outcome, ok, duration_s)
+            SELECT id, attempts + CASE state WHEN '{DELIVERED}' THEN 1 ELSE 0 END,
+                :at, :url, :outcome, :ok, :duration_s
+            FROM outbox WHERE id = :id""",
+            {
+                "id": settlement.id,
+                "at": settlement.at - (duration_s or 0.0),
+                "url": _without_credentials(settlement.url),
+                "outcome": outcome,
+                "ok": settlement.error is None,
+                "duration_s": duration_s,
+            },
+        )
+        return True
 
     def _revive(self, now, condition="", values=None):
         with self._write() as db:

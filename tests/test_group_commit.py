@@ -1,0 +1,158 @@
+"""Group commit of callback receipts and of delivery outcomes: in process, a real SQLite file.
+
+The faults are real: another connection holds the file's write lock. While
+it does, writers queue; once it goes, what queued is written together, each
+caller told its own result. While it stays past the busy timeout, every
+caller of the batch hears the store is unavailable and nothing is written.
+"""
+
+import concurrent.futures
+import json
+import threading
+import time
+
+import pytest
+from werkzeug.test import Client
+
+from gateway.callbacks.receiver import CallbackReceiver
+from gateway.exceptions import StoreUnavailable
+from gateway.store import SqliteStore
+from gateway.store.group_commit import GroupCommit
+from gateway.store.records import ReceivedCallback, Settlement
+from tests.test_callbacks import ACCOUNT, THINGSPACE_PASSWORD, THINGSPACE_USER, rest_callback
+from tests.test_delivery_faults import WriteLock, wait_until
+
+SERVICE = "StateService"
+CALLBACK_PATH = f"/{ACCOUNT}/{SERVICE}"
+
+
+class CountingWrites:
+    """The real store call, counted: how many transactions wrote how many rows."""
+
+    def __init__(self, write_rows):
+        self._write_rows = write_rows
+        self.batches = []
+
+    def __call__(self, rows):
+        self.batches.append(len(rows))
+        return self._write_rows(rows)
+
+
+def received(n):
+    return ReceivedCallback(f"key-{n}", ACCOUNT, SERVICE, f"r-{n}", json.dumps({"requestId": f"r-{n}"}), time.time())
+
+
+def queued(group):
+    return len(group._queued)
+
+
+def test_rows_queued_while_a_transaction_waits_are_written_together_each_with_its_own_result(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    store = SqliteStore(path, busy_timeout_s=10)
+    writes = CountingWrites(store.add_callbacks)
+    group = GroupCommit(writes, wait_s=10, what="the callback")
+    rows = [received(0)] + [received(n) for n in range(1, 8)] + [received(3)]  # r-3 twice
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(rows)) as pool:
+            with WriteLock(path):
+                first = pool.submit(group.write, rows[0])
+                wait_until(lambda: writes.batches == [1], what="the first transaction")
+                rest = [pool.submit(group.write, row) for row in rows[1:]]
+                wait_until(lambda: queued(group) == len(rest), what="the others queued")
+            results = [first.result(timeout=10)] + [future.result(timeout=10) for future in rest]
+        assert writes.batches == [1, len(rest)]  # one transaction for all that queued
+        assert results == [True] * 8 + [False]  # the repeated key: a duplicate, stored once
+        assert store.counts()["pending"] == 8
+    finally:
+        store.close()
+
+
+def test_a_write_lock_held_past_the_busy_timeout_fails_every_row_of_the_batch_and_writes_none(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    store = SqliteStore(path, busy_timeout_s=0.3)
+    writes = CountingWrites(store.add_callbacks)
+    group = GroupCommit(writes, wait_s=10, what="the callback")
+    try:
+        with WriteLock(path), concurrent.futures.ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(group.write, received(n)) for n in range(4)]
+            errors = [future.exception(timeout=10) for future in futures]
+        assert all(isinstance(error, StoreUnavailable) and "database is locked" in str(error) for error in errors), errors
+        assert store.counts()["pending"] == 0
+        assert group.write(received(0)) is True  # the lock gone: written
+    finally:
+        store.close()
+
+
+def test_a_row_not_written_within_the_wait_is_told_the_store_is_too_slow(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    store = SqliteStore(path, busy_timeout_s=5)
+    group = GroupCommit(store.add_callbacks, wait_s=0.3, what="the callback")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            with WriteLock(path):
+                leader = pool.submit(group.write, received(0))
+                wait_until(lambda: group._writing.locked(), what="the first transaction")
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable, match="the callback not written within 0.3 s"):
+                    group.write(received(1))
+                assert time.monotonic() - started < 2
+            # The lock gone before the leader's busy timeout: its row is written; the late one, withdrawn, is not.
+            assert leader.result(timeout=10) is True
+        assert [c.request_id for c in store.outbox("pending")] == ["r-0"]
+        assert group.write(received(2)) is True and store.counts()["pending"] == 2
+    finally:
+        store.close()
+
+
+def test_settlements_of_a_batch_are_each_recorded_or_refused_on_their_own(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    store = SqliteStore(path, busy_timeout_s=0.3)
+    try:
+        store.put_registration(ACCOUNT, SERVICE, "http://127.0.0.1:9/listener", "legacy", "pw")
+        assert store.add_callbacks([received(n) for n in range(3)]) == [True, True, True]
+        first, second, third = store.claim_due("me", time.time(), 10, 3)
+        now = time.time()
+        batch = [
+            Settlement(first.id, "me", now, url="http://127.0.0.1:9/listener", duration_s=0.01),
+            Settlement(second.id, "someone else", now),  # a claim this worker lost
+            Settlement(third.id, "me", now, "listener answered HTTP 500", now + 1, "http://127.0.0.1:9/listener", 0.02),
+        ]
+        with WriteLock(path):
+            with pytest.raises(StoreUnavailable, match="database is locked"):
+                store.settle(batch)
+        assert store.counts() == {"pending": 0, "claimed": 3, "delivered": 0, "dead": 0}  # nothing of it recorded
+        assert store.settle(batch) == [True, False, True]
+        assert store.counts() == {"pending": 1, "claimed": 1, "delivered": 1, "dead": 0}
+        def history(request_id):
+            (stored,) = store.request_callbacks(request_id)
+            return [(a.number, a.ok, a.outcome) for a in stored.attempts]
+
+        assert history("r-0") == [(1, True, "acknowledged")]
+        assert history("r-1") == []
+        assert history("r-2") == [(1, False, "listener answered HTTP 500")]
+    finally:
+        store.close()
+
+
+def test_concurrent_callbacks_refused_503_while_the_store_is_locked_are_stored_once_when_sent_again(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    store = SqliteStore(path, busy_timeout_s=0.3)
+    receiver = CallbackReceiver(store, lambda: (THINGSPACE_USER, THINGSPACE_PASSWORD))
+    bodies = [json.dumps(rest_callback(f"r-{n}", "990000862471854")) for n in range(6)]
+
+    def post(body):
+        answer = Client(receiver).post(CALLBACK_PATH, data=body, content_type="application/json")
+        return answer.status_code, answer.headers.get("Retry-After"), answer.get_json()["message"]
+
+    try:
+        with WriteLock(path), concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+            refused = list(pool.map(post, bodies))
+        assert all(status == 503 and retry_after == "5" for status, retry_after, _ in refused), refused
+        assert store.counts()["pending"] == 0
+        with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:  # ThingSpace sends them again, one twice
+            again = list(pool.map(post, bodies + bodies[:1]))
+        assert sorted(message for _, _, message in again) == ["already stored"] + ["stored"] * 6
+        assert {status for status, _, _ in again} == {200}
+        assert store.counts()["pending"] == 6
+    finally:
+        store.close()
