@@ -4,9 +4,11 @@ WCF's data-contract serializer refused what Spyne's deserializer lets
 through: an element in the wrong namespace, an unknown one, one out of
 order, one twice, or a required one missing. This reader walks the parsed
 tree once against each model's ordered ``_type_info``, refuses those with
-``a:DeserializationFailed`` naming the element, and builds plain slotted
-records (the translation core reads attributes only) instead of a Spyne
-object per element, which dominates the cost of a 10,000-device request.
+``a:DeserializationFailed`` naming the element, and builds named tuples
+(the translation core reads attributes only) instead of a Spyne object per
+element, which dominates the cost of a 10,000-device request. Collections
+are tuples too: holding only strings and tuples, a request's records drop
+out of the cyclic collector's sight at its first pass.
 The hot loop does only what every element needs; the element's path for
 the fault text is worked out from the tree once something is refused.
 
@@ -20,7 +22,7 @@ collection the caller left out as such a skeleton, a one-item list of nils.
 An item carrying anything at all stays, and the rules judge it.
 """
 
-from dataclasses import make_dataclass
+from collections import namedtuple
 from functools import cache
 
 from spyne.model.complex import Array, ComplexModelBase
@@ -32,6 +34,9 @@ from gateway.soap.faults import DeserializationFailed
 # URLs); an attacker's megabyte-long text node stops here.
 MAX_TEXT = 10_000
 _XSI_NIL = f"{{{ns.XSI}}}nil"
+_HOLDS_TEXT = "holds text between its elements"
+# A record from its list of values, without a Python-level __init__: 30,000 of them in a large request.
+_new_record = tuple.__new__
 
 
 def read(element, model):
@@ -97,9 +102,7 @@ class _Shape:
             position for position, (_, field_model) in enumerate(model._type_info.items())
             if field_model.Attributes.min_occurs >= 1
         ]
-        self.record = make_dataclass(
-            model.get_type_name(), [(field.name, object, None) for field in self.fields], slots=True
-        )
+        self.record = namedtuple(model.get_type_name(), [field.name for field in self.fields])
 
 
 @cache
@@ -112,7 +115,9 @@ def _shape_or_text(model):
 
 
 def _read(element, shape):
-    _no_text(element, element.text)
+    text = element.text
+    if text is not None and not text.isspace():
+        raise _Refused(element, _HOLDS_TEXT)
     fields, index_of = shape.fields, shape.index
     values = [None] * len(fields)
     position = 0
@@ -133,17 +138,19 @@ def _read(element, shape):
             values[index] = _read(child, field.shape)
         tail = child.tail
         if tail is not None and not tail.isspace():
-            _no_text(element, tail)
+            raise _Refused(element, _HOLDS_TEXT)
     for position in shape.required:
         if values[position] is None:
             raise _Refused(element, f"{fields[position].name} is required and missing")
-    return shape.record(*values)
+    return _new_record(shape.record, values)
 
 
 def _items(element, field):
     if not len(element):
-        return None if element.get(_XSI_NIL) == "true" else []
-    _no_text(element, element.text)
+        return None if element.get(_XSI_NIL) == "true" else ()
+    text = element.text
+    if text is not None and not text.isspace():
+        raise _Refused(element, _HOLDS_TEXT)
     item_tag, shape = field.item_tag, field.shape
     items = []
     for item in element:
@@ -152,15 +159,15 @@ def _items(element, field):
         items.append(_text(item) if shape is None else _read(item, shape))
         tail = item.tail
         if tail is not None and not tail.isspace():
-            _no_text(element, tail)
+            raise _Refused(element, _HOLDS_TEXT)
     if shape is not None and not any(map(_carries_anything, items)):
         return None
-    return items
+    return tuple(items)
 
 
 def _carries_anything(record):
-    # Stops at the first value: a real list is judged by its first item.
-    return any(getattr(record, name) is not None for name in record.__slots__)
+    # A real list is judged by its first item.
+    return tuple.count(record, None) < len(record)
 
 
 def _text(element):
@@ -172,11 +179,6 @@ def _text(element):
     if len(text) > MAX_TEXT:
         raise _Refused(element, f"is {len(text):,} characters long; at most {MAX_TEXT:,} are accepted")
     return text
-
-
-def _no_text(element, text):
-    if text and not text.isspace():
-        raise _Refused(element, "holds text between its elements")
 
 
 # -- after a refusal: what to say, and where --------------------------------
