@@ -1,4 +1,4 @@
-"""Spyne's forced full garbage collection is off: no request pays for a gc.collect() pause."""
+"""The collector and requests: no forced full collection, nothing of a request's size left to it, a worker's own objects out of its way."""
 
 import gc
 
@@ -55,3 +55,20 @@ def test_a_request_leaves_nothing_of_its_size_to_the_cyclic_collector(gateway_ap
     assert [o for o in left if isinstance(o, list) and body in o] == [], "the request's body was left to the cyclic collector"
     trees = [o for o in left if isinstance(o, etree._Element) and o.getroottree().find(f".//{{{ns.STATE}}}DeviceList") is not None]
     assert trees == [], "the request's tree was left to the cyclic collector"
+
+
+def test_a_worker_leaves_what_it_built_to_serve_out_of_full_collections(tmp_path, monkeypatch):
+    """A full collection in a served worker walks the requests' objects, not the application's
+    own tens of thousands (a 10,000-device request triggers one)."""
+    from gateway import logs
+    from gateway.server import GatewayServer
+
+    monkeypatch.setattr(logs, "configure", lambda *args: None)  # this process's logging stays pytest's
+    server = GatewayServer(config.load(environ={"M2MGW_STORE_PATH": str(tmp_path / "store.sqlite3")}))
+    gateway = server.load()
+    try:
+        frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+        gateway.close(timeout=5)
+    assert frozen > 10_000
