@@ -5,14 +5,17 @@ from spyne.error import ResourceNotFoundError
 from spyne.protocol.soap import Soap11
 
 from gateway import ns
-from gateway.soap import deserializer, envelope
+from gateway.soap import deserializer, device_list, envelope
 from gateway.soap.conventions import soap_action
 from gateway.soap.faults import ClientFault
+from gateway.soap.models import GoToStateRequest
 from gateway.soap.response_writer import wcf_envelope
 from gateway.xmlchars import xml_safe
 
 # Generated clients that do not know the action send one of these.
 ANY_ACTION = frozenset({"", "*"})
+
+deserializer.shortcut(GoToStateRequest._type_info["DeviceList"], device_list.read)
 
 
 class WcfSoap11(Soap11):

@@ -62,6 +62,7 @@ from lxml import etree
 
 from gateway import ns
 from gateway.exceptions import RequestInvalid
+from gateway.translate.gotostate import Devices
 from gateway.translate.quote import LIMIT, shown
 from gateway.xmlchars import xml_safe
 
@@ -302,6 +303,8 @@ def kind_spellings(request):
     Most clients spell kinds as the legacy document does (``IMEI``): for
     their requests this is empty, and the store keeps only ``{}``.
     """
+    if isinstance(request.DeviceList, Devices):
+        return {}  # every kind spelled as the legacy document spells it
     spellings = {}
     for device in request.DeviceList or ():
         identifiers = device.DeviceIdentifiers if device is not None else None

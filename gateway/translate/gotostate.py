@@ -38,6 +38,14 @@ _CUSTOM_VALUE_CHARACTERS_TEXT = "ASCII letters and digits, space and / @ . , : -
 
 _PUBLIC_IP_RESTRICTION_CODES = {"restricted": "R", "unrestricted": "U"}
 
+# Each kind as the legacy document spells it (what generated clients send),
+# and as ThingSpace spells it.
+REST_KIND_OF_LEGACY_KIND = {kind: kind.lower() for kind in DEVICE_KINDS}
+
+
+class Devices(list):
+    """The REST devices of a DeviceList that was read straight into them (gateway/soap/device_list.py):
+    every DeviceList rule below already held, every kind spelled as the legacy document spells it."""
 
 
 def to_rest(request, default_mdn_zip_code=None):
@@ -125,8 +133,8 @@ def _check_required(name, value):
 
 
 def _devices(device_list):
-    if device_list is None:
-        return None
+    if device_list is None or isinstance(device_list, Devices):
+        return device_list
     if not device_list:
         raise RequestInvalid(
             "DeviceList", "is empty; it needs at least one DeviceIdentifierCollection"
