@@ -41,6 +41,7 @@ def read(device_list):
         (identifiers,) = collection
         if identifiers.tag != _IDENTIFIERS or not len(identifiers):
             return None
+        # Generated clients send no text at all between elements: one cheap test, then the full one.
         if (collection.text or collection.tail or identifiers.text or identifiers.tail) and not _blank(
             collection.text, collection.tail, identifiers.text, identifiers.tail
         ):
@@ -54,7 +55,7 @@ def read(device_list):
                 return None
             rest_kind = REST_KIND_OF_LEGACY_KIND.get(kind.text)
             text = value.text
-            if rest_kind is None or text is None or len(text) > MAX_TEXT:
+            if rest_kind is None or not text or len(text) > MAX_TEXT:
                 return None
             if (identifier.text or kind.tail or value.tail or identifier.tail) and not _blank(
                 identifier.text, kind.tail, value.tail, identifier.tail
