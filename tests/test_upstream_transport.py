@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from gateway import config, outbound
-from gateway.exceptions import UpstreamUnavailable
+from gateway.exceptions import ConfigError, UpstreamUnavailable
 from gateway.thingspace import GO_TO_STATE_PATH, TOKEN_PATH, ThingSpace
 from tests.certificates import Authority
 
@@ -250,3 +250,9 @@ def wait_until(condition, timeout_s=5):
     while not condition():
         assert time.monotonic() < deadline, "the stub did not close the connection"
         time.sleep(0.01)
+
+
+def test_an_https_proxy_is_refused_at_start_naming_the_setting(environment):
+    environment.setenv("HTTPS_PROXY", "https://proxy.example:3128")
+    with pytest.raises(ConfigError, match=r"^\[upstream\] base_url: its proxy must be an http:// one, not https://"):
+        thingspace("https://thingspace.example")
