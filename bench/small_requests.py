@@ -452,7 +452,7 @@ def profile(body, count):
             "strict read (deserialize)": ("spyne/server/_base.py", "get_in_object"),
             "to_rest": ("gateway/translate/gotostate.py", "to_rest"),
             "upstream call (ThingSpace.go_to_state)": ("gateway/thingspace.py", "go_to_state"),
-            "  of it: requests' proxy lookup in os.environ": ("requests/sessions.py", "merge_environment_settings"),
+            "  of it: the exchange (outbound.KeptAlive.request)": ("gateway/outbound.py", "request"),
             "store.remember_request (SQLite commit)": ("gateway/store/", "remember_request"),
             "response (Spyne serialize + WCF prefixes)": ("spyne/server/_base.py", "get_out_string_pull"),
             "Spyne's gc.collect() (once a second)": ("~", "<built-in method gc.collect>"),

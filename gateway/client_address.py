@@ -7,6 +7,7 @@ the peer is one of ``[server] trusted_proxies``; from anyone else they are
 removed before the application sees them.
 """
 
+import functools
 import ipaddress
 
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -28,6 +29,7 @@ class TrustedProxyFix:
         return self._app(environ, start_response)
 
 
+@functools.lru_cache(maxsize=1024)  # asked on every request; clients' addresses repeat
 def within(address, networks):
     """Whether the address text ``address`` is in one of ``networks`` (an IPv4-mapped one as IPv4)."""
     try:

@@ -48,6 +48,30 @@ class UpstreamUnavailable(GatewayError):
     """ThingSpace could not be reached, or answered outside its own error format."""
 
 
+class ConnectFailed(GatewayError):
+    """No connection to an outbound server could be made: nothing was sent.
+
+    ``reason`` completes "could not be reached ..."; ``worth_retrying`` is
+    false where trying again cannot help (a certificate refused, a proxy
+    refusing the tunnel).
+    """
+
+    def __init__(self, reason, worth_retrying):
+        self.reason, self.worth_retrying = reason, worth_retrying
+        super().__init__(f"could not be reached {reason}")
+
+
+class ExchangeFailed(GatewayError):
+    """The request may have reached the outbound server, but no whole answer came back.
+
+    Never to be sent again on the gateway's own: the server may have acted on it.
+    """
+
+    def __init__(self, timed_out):
+        self.timed_out = timed_out
+        super().__init__("no answer in time" if timed_out else "the connection closed without an answer")
+
+
 class StoreUnavailable(GatewayError):
     """The store cannot be read or written now: its server is down, the file is locked, the disk is full.
 

@@ -10,11 +10,8 @@ import threading
 import time
 from urllib.parse import quote, urlencode
 
-import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, ReadTimeoutError
-
 from gateway import outbound
-from gateway.exceptions import UpstreamError, UpstreamUnavailable
+from gateway.exceptions import ConnectFailed, ExchangeFailed, UpstreamError, UpstreamUnavailable
 from gateway.metrics import UPSTREAM_SECONDS
 from gateway.xmlchars import xml_safe
 
@@ -49,12 +46,10 @@ class ThingSpace:
     """One client per gateway process; safe to share between threads."""
 
     def __init__(self, upstream):
-        self._base_url = upstream.base_url
         credentials = f"{upstream.oauth_client_id}:{upstream.oauth_client_secret}".encode()
         self._client_auth = "Basic " + base64.b64encode(credentials).decode("ascii")
         self._timeout = upstream.timeout_s
-        self._timeouts = urllib3.Timeout(connect=upstream.timeout_s, read=upstream.timeout_s)
-        self._http = outbound.pool(upstream.base_url, upstream.verify_tls)
+        self._http = outbound.KeptAlive(upstream.base_url, upstream.timeout_s, upstream.verify_tls)
         self._token_lock = threading.Lock()
         self._token = None
         self._token_renew_at = 0.0
@@ -140,30 +135,15 @@ class ThingSpace:
         for pause in (*CONNECT_RETRY_PAUSES_S, None):
             try:
                 with UPSTREAM_SECONDS.labels(call).time():
-                    return self._http.request(
-                        method, self._base_url + path, body=body, headers=headers, timeout=self._timeouts, redirect=False
-                    )
-            except HTTPError as error:
-                if pause is None or not _nothing_sent(error):
-                    raise UpstreamUnavailable(_unreachable(error, self._timeout)) from None
+                    return self._http.request(method, path, body, headers)
+            except ConnectFailed as error:
+                if pause is None or not error.worth_retrying:
+                    raise UpstreamUnavailable(f"ThingSpace {error}") from None
+            except ExchangeFailed as error:
+                if error.timed_out:
+                    raise UpstreamUnavailable(f"ThingSpace did not answer within {self._timeout:g} s") from None
+                raise UpstreamUnavailable("ThingSpace closed the connection without answering") from None
             time.sleep(pause)
-
-
-def _nothing_sent(error):
-    """Whether ``error`` happened before the request left: no connection was made."""
-    return isinstance(error, ConnectTimeoutError)  # NewConnectionError (refused, no such name) included
-
-
-def _unreachable(error, timeout):
-    if isinstance(error, NewConnectionError):
-        return "ThingSpace could not be reached (connection refused)"
-    if isinstance(error, ConnectTimeoutError):
-        return f"ThingSpace could not be reached within {timeout:g} s"
-    if isinstance(error, ReadTimeoutError):
-        return f"ThingSpace did not answer within {timeout:g} s"
-    if isinstance(error, ProtocolError):
-        return "ThingSpace closed the connection without answering"
-    return f"ThingSpace could not be reached ({type(error).__name__})"
 
 
 def _bearer_refused(response):

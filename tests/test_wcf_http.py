@@ -79,3 +79,11 @@ def test_a_documents_url_takes_get_and_names_it_in_allow(client, upstream, query
     assert answer.status_code == 405
     assert answer.headers["Allow"] == "GET, POST"
     assert upstream.requests() == []
+
+
+@pytest.mark.parametrize("query", ["?wsdl", "?singleWsdl", "?xsd=xsd0"])
+def test_a_soap_post_to_a_documents_url_is_the_operation_not_the_document(client, token, upstream, query):
+    answer = client.post(STATE_SERVICE + query, data=go_to_state(token), content_type=SOAP11)
+    assert answer.status_code == 200, answer.text
+    assert "GoToStateResponse" in answer.text and "wsdl:definitions" not in answer.text
+    assert len(upstream.requests("/api/m2m/v1/devices/actions/goToState")) == 1

@@ -118,10 +118,15 @@ class ServiceEndpoint(WsgiApplication):
         self._public_url = public_url
 
     def __call__(self, req_env, start_response, wsgi_url=None):
-        refused = basic_http.refusal(req_env, _document_name(req_env) is not None)
+        document_request = _document_name(req_env) is not None
+        refused = basic_http.refusal(req_env, document_request)
         if refused is not None:
             return refused(req_env, start_response)
-        return super().__call__(req_env, start_response, wsgi_url)
+        # Not through WsgiApplication.__call__: it rebuilds the request's URL
+        # on every call for the WSDL, whose address is ours (``address``).
+        if document_request and req_env["REQUEST_METHOD"] == "GET":
+            return self.handle_wsdl_request(req_env, start_response, None)
+        return self.handle_rpc(req_env, start_response)
 
     def get_out_string(self, ctx):
         """Write the answer; counted ``ok`` only once it is written.
@@ -144,9 +149,6 @@ class ServiceEndpoint(WsgiApplication):
             SOAP_REQUESTS.labels(self.app.name, operation, "server_fault").inc()
             return super().get_out_string(ctx)
         SOAP_REQUESTS.labels(self.app.name, operation, "ok").inc()
-
-    def is_wsdl_request(self, req_env):
-        return req_env["REQUEST_METHOD"] == "GET" and _document_name(req_env) is not None
 
     def handle_wsdl_request(self, req_env, start_response, url):
         document = self.doc.wsdl11.document(_document_name(req_env), self.address(req_env))

@@ -9,7 +9,7 @@ from gateway.soap import deserializer, device_list, envelope
 from gateway.soap.conventions import soap_action
 from gateway.soap.faults import ClientFault
 from gateway.soap.models import GoToStateRequest
-from gateway.soap.response_writer import wcf_envelope
+from gateway.soap.response_writer import text_result_envelope, wcf_envelope
 from gateway.xmlchars import xml_safe
 
 # Generated clients that do not know the action send one of these.
@@ -71,6 +71,14 @@ class WcfSoap11(Soap11):
         self.event_manager.fire_event("after_deserialize", ctx)
 
     def serialize(self, ctx, message):
+        if message is self.RESPONSE and ctx.out_error is None and ctx.out_header is None:
+            document = text_result_envelope(ctx.descriptor, ctx.out_object)
+            if document is not None:
+                self.event_manager.fire_event("before_serialize", ctx)
+                ctx.out_document = document
+                ctx.out_body_doc = document[0]
+                self.event_manager.fire_event("after_serialize", ctx)
+                return
         super().serialize(ctx, message)
         ctx.out_document = wcf_envelope(ctx.out_document)
 
