@@ -207,10 +207,8 @@ class DeliveryWorker:
                 password=delivery.password,
                 callback_count=attempt,
                 max_callback_threshold=self._settings.max_attempts,
-                kind_spellings=self._store.kind_spellings(delivery.request_id),
+                kind_spellings=json.loads(delivery.kind_spellings) if delivery.kind_spellings else None,
             )
-        except StoreUnavailable:
-            raise  # not this entry's fault: its claim lapses and it is taken again
         except ListenerRefused as error:
             problem = f"listener URL refused: {error}"
         except Exception as error:  # noqa: BLE001 - a poison entry fails alone, never its batch

@@ -190,12 +190,6 @@ class SqlStore(ABC):
                 },
             )
 
-    def kind_spellings(self, request_id):
-        rows = self._read(
-            "SELECT kind_spellings FROM requests WHERE request_id = :request_id", {"request_id": request_id}
-        )
-        return json.loads(rows[0][0]) if rows else {}
-
     def forwarded_request(self, request_id):
         """What was remembered of ``request_id`` when it was forwarded, or None."""
         rows = self._read(
@@ -258,14 +252,18 @@ class SqlStore(ABC):
         The SELECT and the UPDATE run in one transaction, under the backend's
         CLAIM_LOCK, so that no entry is claimed by two workers. (Not UPDATE
         ... RETURNING: it cannot return the registration's columns nor keep an order.)
+        Each comes with the kind spellings remembered of its request, as
+        stored (JSON text, None when not remembered): one query, not one more
+        per delivery, and text that does not parse fails its entry alone.
         Not waiting for the disk: a claim lost with a power cut only lets the
         entry be claimed and sent again, as a lapsed lease does.
         """
         with self._write(flushed=False) as db:
             rows = db.execute(
                 f"""SELECT o.id, o.account, o.service, o.request_id, o.body, o.attempts,
-                    r.url, r.username, r.password, o.received_at
+                    r.url, r.username, r.password, o.received_at, q.kind_spellings
                 FROM outbox o JOIN registrations r ON r.account = o.account AND r.service = o.service
+                LEFT JOIN requests q ON q.request_id = o.request_id
                 WHERE {_DUE}
                 ORDER BY o.received_at, o.id
                 LIMIT :limit
@@ -276,7 +274,7 @@ class SqlStore(ABC):
                 f"UPDATE outbox SET state = '{CLAIMED}', claimed_by = :worker, claimed_until = :until WHERE id = :id",
                 [{"worker": worker, "until": now + lease_s, "id": row[0]} for row in rows],
             )
-        return [Delivery(*row[:8], self._box.open(row[8]), row[9]) for row in rows]
+        return [Delivery(*row[:8], self._box.open(row[8]), *row[9:]) for row in rows]
 
     def renew_claims(self, worker, ids, until):
         """Extend to ``until`` the leases ``worker`` holds on the entries ``ids``; not waiting for the disk, as claim_due."""
