@@ -76,6 +76,9 @@ class PostgresStore(SqlStore):
     MIGRATIONS = MIGRATIONS
     # OF o: lock the outbox rows only, not the registrations they join.
     CLAIM_LOCK = "FOR UPDATE OF o SKIP LOCKED"
+    # Until autovacuum has analyzed the outbox, the planner sorts every due
+    # entry (13 ms a claim at 5,000): no sort makes it walk outbox_due.
+    CLAIM_SETTINGS = ("SET LOCAL enable_sort = off",)
     # OperationalError: the server is down, restarting, refusing, or dropped
     # the connection (psycopg marks that connection broken); TimeoutError: no
     # connection came free in time.

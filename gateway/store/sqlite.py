@@ -66,6 +66,9 @@ class SqliteStore(SqlStore):
     """The store in one file; each thread of the process gets its own connection."""
 
     MIGRATIONS = MIGRATIONS
+    # Without statistics SQLite's planner prefers the state index and sorts
+    # every due entry (3 ms of CPU a claim at 5,000).
+    CLAIM_INDEX = "INDEXED BY outbox_due"
     # Locked past the busy timeout, disk full, an I/O error, a file that cannot be opened.
     UNAVAILABLE = (sqlite3.OperationalError,)
 
