@@ -6,6 +6,7 @@ Everything both backends do is in test_store_contract.py.
 import os
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -104,3 +105,24 @@ def test_a_claim_costs_the_same_behind_a_backlog_of_thousands_as_behind_a_few(st
 
     # Walking the due entries oldest first (outbox_due), not sorting them all: 100x the backlog, not 100x the work.
     assert many < 3 * few, (few, many)
+
+
+def test_a_writer_gets_the_write_lock_as_soon_as_another_process_lets_it_go(store, path):
+    store.put_registration("a", "StateService", "http://listener.example/", None, None)  # the file, ready
+    other_process = sqlite3.connect(path, isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")
+    stored_at = []
+    writer = threading.Thread(
+        target=lambda: stored_at.append((store.add_callback("k", "a", "StateService", "r", "{}", 1000.0), time.monotonic()))
+    )
+    writer.start()
+    # The other writer's transaction lasts a quarter of a second: by then SQLite's own
+    # busy handler sleeps 100 ms between tries, and the lock would sit free for most of one.
+    time.sleep(0.24)
+    released_at = time.monotonic()
+    other_process.execute("ROLLBACK")
+    other_process.close()
+    writer.join(timeout=10)
+
+    [(stored, at)] = stored_at
+    assert stored and at - released_at < 0.04, at - released_at
