@@ -97,6 +97,12 @@ class PostgresStore(SqlStore):
 
     _prepare = SqlStore._migrate
 
+    def _settle_entry(self, db, update, values):
+        # One round trip, not two: the settlement writer holds every sender
+        # of the process waiting for it, one statement after the other.
+        attempt = self._ATTEMPT_OF_SETTLED.format(settled="settled")
+        return db.execute(f"WITH settled AS ({update} RETURNING id, attempts, state) {attempt}", values).rowcount == 1
+
     def close(self):
         with self._lock:
             self._closed = True

@@ -559,8 +559,7 @@ class SqlStore(ABC):
             [{"key": key, "value": reseal(value)} for key, value in credentials],
         )
 
-    @staticmethod
-    def _settle(db, settlement):
+    def _settle(self, db, settlement):
         if settlement.error is None:
             assignments, values, outcome = f"state = '{DELIVERED}', delivered_at = :now", {}, ACKNOWLEDGED
         else:
@@ -568,21 +567,16 @@ class SqlStore(ABC):
             assignments = """state = :state, attempts = attempts + 1, next_attempt_at = COALESCE(:retry_at, next_attempt_at),
             last_error = :error, last_error_at = :now"""
             values = {"state": DEAD if settlement.retry_at is None else PENDING, "retry_at": settlement.retry_at, "error": outcome}
-        cursor = db.execute(
+        duration_s = settlement.duration_s
+        return self._settle_entry(
+            db,
             f"""UPDATE outbox SET {assignments}, claimed_by = NULL, claimed_until = NULL
             WHERE id = :id AND state = '{CLAIMED}' AND claimed_by = :worker""",
-            {**values, "now": settlement.at, "id": settlement.id, "worker": settlement.worker},
-        )
-        if cursor.rowcount != 1:
-            return False
-        duration_s = settlement.duration_s
-        db.execute(
-            f"""INSERT INTO attempts (outbox_id, number, at, url, outcome, ok, duration_s)
-            SELECT id, attempts + CASE state WHEN '{DELIVERED}' THEN 1 ELSE 0 END,
-                :at, :url, :outcome, :ok, :duration_s
-            FROM outbox WHERE id = :id""",
             {
+                **values,
+                "now": settlement.at,
                 "id": settlement.id,
+                "worker": settlement.worker,
                 "at": settlement.at - (duration_s or 0.0),
                 "url": _without_credentials(settlement.url),
                 "outcome": outcome,
@@ -590,6 +584,22 @@ class SqlStore(ABC):
                 "duration_s": duration_s,
             },
         )
+
+    # The attempt a settlement adds to its entry's history, from the entry as
+    # the settlement left it (see ``settle``).
+    _ATTEMPT_OF_SETTLED = f"""INSERT INTO attempts (outbox_id, number, at, url, outcome, ok, duration_s)
+        SELECT id, attempts + CASE state WHEN '{DELIVERED}' THEN 1 ELSE 0 END, :at, :url, :outcome, :ok, :duration_s
+        FROM {{settled}} WHERE id = :id"""
+
+    def _settle_entry(self, db, update, values):
+        """Run ``update`` (the entry's conditional UPDATE) and, if it changed the entry, add its attempt; whether it did.
+
+        Two statements; a backend that can feed an UPDATE's rows to an
+        INSERT does it in one round trip.
+        """
+        if db.execute(update, values).rowcount != 1:
+            return False
+        db.execute(self._ATTEMPT_OF_SETTLED.format(settled="outbox"), values)
         return True
 
     def _revive(self, now, condition="", values=None):
