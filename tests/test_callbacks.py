@@ -443,8 +443,8 @@ def test_housekeeping_forgets_delivered_callbacks_and_spellings_after_the_retent
     store.remember_request("r-old", {"imei": "Imei"}, now=1000)
 
     worker._housekeeping(1050)  # within the retention: kept
-    assert store.counts()["delivered"] == 1 and store.kind_spellings("r-old") == {"imei": "Imei"}
+    assert store.counts()["delivered"] == 1 and store.forwarded_request("r-old").kind_spellings == {"imei": "Imei"}
     worker._housekeeping(1050 + HOUSEKEEPING_S)  # past it
-    assert store.counts()["delivered"] == 0 and store.kind_spellings("r-old") == {}
+    assert store.counts()["delivered"] == 0 and store.forwarded_request("r-old") is None
     # Forgotten, the dedupe key no longer holds: ThingSpace stopped retrying long ago.
     assert store.add_callback("key-1", ACCOUNT, "StateService", "r-old", "{}", now=2000) is True

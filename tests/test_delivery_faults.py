@@ -13,6 +13,7 @@ import time
 import pytest
 
 from gateway import cli, config
+from gateway.callbacks import delivery
 from gateway.callbacks.delivery import IDLE_POLL_S, LEASE_S, DeliveryWorker, Outcome
 from gateway.callbacks.policy import ListenerPolicy
 from gateway.exceptions import DeliveryStalled
@@ -207,10 +208,41 @@ def test_delivery_progress_stalls_while_every_sender_is_stuck_and_recovers(store
 
 
 def test_a_stop_wakes_every_idle_sender_at_once(store):
-    # Each sender waits on one wake event between passes; stop() sets it for
-    # all, so none may clear it and leave the others to sleep out their poll.
+    # One wake() wakes one idle sender (below); stop() must wake them all,
+    # or the others would sleep out their poll.
     for _ in range(5):
         worker = running_worker(store, settings())
         started = time.monotonic()
         worker.stop(timeout=5)
         assert time.monotonic() - started < IDLE_POLL_S / 2
+
+
+class ClaimCountingStore(SqliteStore):
+    """The real store, counting its claim transactions."""
+
+    claims = 0
+
+    def claim_due(self, *args, **kwargs):
+        type(self).claims += 1
+        return super().claim_due(*args, **kwargs)
+
+
+def test_a_stored_callback_wakes_one_idle_sender_not_every_one(store_path, listener, monkeypatch):
+    monkeypatch.setattr(delivery, "IDLE_POLL_S", 60.0)  # no sender looks on its own meanwhile
+    store = ClaimCountingStore(store_path)
+    store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
+    worker = running_worker(store, settings())
+    try:
+        wait_until(lambda: store.claims >= delivery.SENDERS, what="every sender idle")
+        claims_before = store.claims
+        add(store, "r-one")
+        worker.wake()
+        wait_until(lambda: store.counts()["delivered"] == 1, what="the delivery")
+        wait_until(lambda: store.claims >= claims_before + 2, what="the sender's next pass")
+        # The woken sender's claim and its next (empty) one, and one more when the
+        # last sender to go idle saw the entry due before it waited. Each of the
+        # SENDERS woken for it would have run a claim transaction of its own.
+        assert store.claims - claims_before <= 3 < delivery.SENDERS + 1
+    finally:
+        worker.stop(timeout=5)
+        store.close()

@@ -72,6 +72,12 @@ def add(store, key, now=NOW, account=ACCOUNT):
     return store.add_callback(key, account, SERVICE, f"request-{key}", json.dumps({"key": key}), now)
 
 
+def remembered_spellings(store, request_id):
+    """The kind spellings remembered of ``request_id``; none when it is not remembered."""
+    forwarded = store.forwarded_request(request_id)
+    return forwarded.kind_spellings if forwarded else {}
+
+
 def ids(entries):
     return [entry.id for entry in entries]
 
@@ -179,7 +185,7 @@ def test_data_survives_a_close_and_a_reopen(settings):
     reopened = open_store(settings)
     assert reopened.registration(ACCOUNT, SERVICE) is not None
     assert [entry.request_id for entry in reopened.outbox("pending")] == ["request-a"]
-    assert reopened.kind_spellings("request-a") == {"state": "State"}
+    assert remembered_spellings(reopened, "request-a") == {"state": "State"}
     assert reopened.callback_credentials() == credentials
     reopened.close()
 
@@ -243,7 +249,7 @@ def test_a_forwarded_request_is_remembered_with_its_account_and_devices_until_fo
     store.remember_request("by-filter", {"imei": "Imei"}, NOW + 1)
     assert store.forwarded_request("by-list") == ForwardedRequest("by-list", NOW, ACCOUNT, 3, {})
     assert store.forwarded_request("by-filter") == ForwardedRequest("by-filter", NOW + 1, None, None, {"imei": "Imei"})
-    assert store.kind_spellings("by-list") == {}
+    assert remembered_spellings(store, "by-list") == {}
     assert store.forwarded_request("unknown") is None
 
     assert store.forget_requests_before(NOW + 1) == 1
@@ -253,12 +259,12 @@ def test_a_forwarded_request_is_remembered_with_its_account_and_devices_until_fo
 def test_requests_are_remembered_and_forgotten_by_age(store):
     store.remember_request("old", {"state": "State"}, NOW - 100)
     store.remember_request("new", {"state": "STATE"}, NOW)
-    assert store.kind_spellings("new") == {"state": "STATE"}
-    assert store.kind_spellings("unknown") == {}
+    assert remembered_spellings(store, "new") == {"state": "STATE"}
+    assert remembered_spellings(store, "unknown") == {}
 
     assert store.forget_requests_before(NOW - 50) == 1
-    assert store.kind_spellings("old") == {}
-    assert store.kind_spellings("new") == {"state": "STATE"}
+    assert remembered_spellings(store, "old") == {}
+    assert remembered_spellings(store, "new") == {"state": "STATE"}
 
 
 # -- the outbox ------------------------------------------------------------------------------
@@ -291,6 +297,23 @@ def test_a_claim_joins_the_registration_and_takes_due_entries_oldest_first_up_to
     assert [d.request_id for d in store.claim_due("w", NOW, lease_s=30, limit=10)] == ["request-third"]
     assert store.claim_due("w", NOW, lease_s=30, limit=10) == []
     assert [d.request_id for d in store.claim_due("w", NOW + 10, lease_s=30, limit=10)] == ["request-later"]
+
+
+def test_a_claim_brings_the_kind_spellings_remembered_of_each_entrys_request(store):
+    register(store)
+    store.remember_request("request-spelled", {"imei": "Imei"}, NOW)
+    store.remember_request("request-plain", {}, NOW)
+    for key in ("spelled", "plain", "unknown"):
+        add(store, key)
+
+    claimed = store.claim_due("w", NOW, lease_s=30, limit=10)
+
+    # As stored: the delivery parses it, so that text that does not parse fails that entry alone.
+    assert {d.request_id: d.kind_spellings for d in claimed} == {
+        "request-spelled": '{"imei": "Imei"}',
+        "request-plain": "{}",
+        "request-unknown": None,
+    }
 
 
 def test_entries_without_a_listener_wait_and_are_claimed_once_one_registers(store):
@@ -573,6 +596,7 @@ def _open_at_schema_1(settings):
 
     class Schema1Store(backend):
         MIGRATIONS = backend.MIGRATIONS[:1]
+        CLAIM_INDEX = ""  # outbox_due came with step 3
 
     return Schema1Store(settings.url or settings.path)
 

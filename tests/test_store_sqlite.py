@@ -6,11 +6,13 @@ Everything both backends do is in test_store_contract.py.
 import os
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from gateway.store import SqliteStore
+from gateway.store.records import ReceivedCallback, Settlement
 
 
 @pytest.fixture
@@ -80,3 +82,47 @@ def test_the_unflushed_request_memory_leaves_every_other_commit_flushed(store, p
         store.remember_request("s", {}, 1000.0)
     assert synchronous() == 2
     assert store.forwarded_request("r").devices == 1
+
+
+def test_a_claim_costs_the_same_behind_a_backlog_of_thousands_as_behind_a_few(store):
+    store.put_registration("a", "StateService", "http://listener.example/", None, None)
+    received = [ReceivedCallback(f"k{n}", "a", "StateService", f"r{n}", "{}", 1000.0 + n) for n in range(2_000)]
+
+    def steps_of_a_claim(backlog):
+        store.add_callbacks(received[:backlog])
+        steps = []
+        connection = store._connection()
+        connection.set_progress_handler(lambda: steps.append(1), 100)  # SQLite's own count of its work
+        try:
+            claimed = store.claim_due("w", 10_000.0, 10, 10)
+        finally:
+            connection.set_progress_handler(None, 0)
+        assert len(claimed) == 10 and [d.received_at for d in claimed] == sorted(d.received_at for d in claimed)
+        store.settle([Settlement(delivery.id, "w", 10_000.0) for delivery in claimed])
+        return len(steps)
+
+    few, many = steps_of_a_claim(20), steps_of_a_claim(2_000)
+
+    # Walking the due entries oldest first (outbox_due), not sorting them all: 100x the backlog, not 100x the work.
+    assert many < 3 * few, (few, many)
+
+
+def test_a_writer_gets_the_write_lock_as_soon_as_another_process_lets_it_go(store, path):
+    store.put_registration("a", "StateService", "http://listener.example/", None, None)  # the file, ready
+    other_process = sqlite3.connect(path, isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")
+    stored_at = []
+    writer = threading.Thread(
+        target=lambda: stored_at.append((store.add_callback("k", "a", "StateService", "r", "{}", 1000.0), time.monotonic()))
+    )
+    writer.start()
+    # The other writer's transaction lasts a quarter of a second: by then SQLite's own
+    # busy handler sleeps 100 ms between tries, and the lock would sit free for most of one.
+    time.sleep(0.24)
+    released_at = time.monotonic()
+    other_process.execute("ROLLBACK")
+    other_process.close()
+    writer.join(timeout=10)
+
+    [(stored, at)] = stored_at
+    assert stored and at - released_at < 0.04, at - released_at

@@ -6,11 +6,14 @@ import json
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from gateway.exceptions import RequestInvalid
 from gateway.soap.models import DeviceIdentifier, DeviceIdentifierCollection, GoToStateRequest
 from gateway.translate.callback import check, dedupe_key, kind_spellings, to_envelope
+from gateway.xmlchars import xml_safe
 
 # Spelled out rather than taken from gateway.ns: these strings are the contract.
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -594,6 +597,36 @@ def test_characters_xml_cannot_carry_are_removed_from_the_listeners_credentials(
     request = callback_request(callback(), username=DIRTY, password=DIRTY)
 
     assert (child(request, "Username").text, child(request, "Password").text) == (CLEANED, CLEANED)
+
+
+# Text that XML escaping and cleaning must get right: markup characters, a CDATA end, CR, quotes,
+# characters XML 1.0 cannot carry, non-ASCII up to the astral planes.
+_TRICKY_TEXT = st.text(st.sampled_from(list("&<>]\r\n\t\"'a \x00\x1f\ufffe\u00e9\u20ac\U0001f600")) | st.characters(), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(_TRICKY_TEXT, min_size=9, max_size=9),
+    status=st.sampled_from(["Success", "Failed"]),
+    credentials=st.tuples(_TRICKY_TEXT | st.none(), _TRICKY_TEXT | st.none()),
+)
+def test_the_envelope_is_exactly_what_lxml_writes_and_every_value_comes_back(values, status, credentials):
+    request_id, identifier, kind, *leaves = values
+    body = with_response(**dict(zip(CHECKED_RESPONSE_STRINGS, leaves)), deviceIds=[{"kind": kind, "id": identifier}])
+    body.update(requestId=request_id or "r", status=status)
+    username, password = credentials
+
+    produced = envelope_bytes(body, username=username, password=password)
+
+    # Written as text: the bytes lxml writes for the document they parse to, declaration apart.
+    root = etree.fromstring(produced)
+    declaration = b'<?xml version="1.0" encoding="utf-8"?>'
+    assert produced == declaration + etree.tostring(root, encoding="utf-8")
+    request = root.find(f"{{{SOAP_ENV}}}Body/{{{V2}}}CallbackRequest")
+    expected = [(xml_safe(value) or None) if value else None for value in (username, password, request_id or "r")]
+    assert [child(request, name).text for name in ("Username", "Password", "RequestId")] == expected
+    identifier_element = child(request, "Data/Data/GoToState/DeviceIdentifierCollection/DeviceIdentifier/Identifier")
+    assert identifier_element.text == (xml_safe(identifier) or None)
 
 
 # -- dedupe key ------------------------------------------------------------------------------

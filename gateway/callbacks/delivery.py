@@ -81,7 +81,7 @@ class DeliveryWorker:
         self._housekeeping_lock = threading.Lock()
         self._next_housekeeping = 0.0
         self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._wake = threading.Event()
+        self._wakeups = _Wakeups(SENDERS)
         self._stopping = threading.Event()
         # One thread-safe pool per listener origin, its connections kept alive between deliveries.
         self._pool = functools.lru_cache(maxsize=64)(self._listener_pool)
@@ -110,13 +110,13 @@ class DeliveryWorker:
 
     def stop(self, timeout=None):
         self._stopping.set()
-        self._wake.set()
+        self._wakeups.close()
         for thread in self._threads:
             thread.join(timeout)
 
     def wake(self):
-        """A callback was stored: look now rather than at the next poll."""
-        self._wake.set()
+        """A callback was stored: one sender looks now rather than at the next poll."""
+        self._wakeups.wake()
 
     def check_progress(self):
         """Raise DeliveryStalled when no delivery pass completed within ``delivery_stall_s``.
@@ -149,13 +149,10 @@ class DeliveryWorker:
             self._release(claimed - {outcome.delivery.id for outcome in list(self._unrecorded)})
         self._pass_completed_at = time.time()
         DELIVERY_PASS_COMPLETED.set(self._pass_completed_at)
-        if not deliveries:
-            self._wake.wait(self._idle_wait())
-            self._wake.clear()
-            if self._stopping.is_set():
-                # stop() set both; a wake cleared here would leave the other
-                # senders to sleep out their idle wait before they see it.
-                self._wake.set()
+        if len(deliveries) == BATCH:
+            self._wakeups.wake()  # there may be more: another sender looks too
+        elif not deliveries:
+            self._wakeups.wait(self._idle_wait())
 
     def _renew_claims(self):
         started = time.time()
@@ -207,10 +204,8 @@ class DeliveryWorker:
                 password=delivery.password,
                 callback_count=attempt,
                 max_callback_threshold=self._settings.max_attempts,
-                kind_spellings=self._store.kind_spellings(delivery.request_id),
+                kind_spellings=json.loads(delivery.kind_spellings) if delivery.kind_spellings else None,
             )
-        except StoreUnavailable:
-            raise  # not this entry's fault: its claim lapses and it is taken again
         except ListenerRefused as error:
             problem = f"listener URL refused: {error}"
         except Exception as error:  # noqa: BLE001 - a poison entry fails alone, never its batch
@@ -299,6 +294,41 @@ class DeliveryWorker:
     def _listener_pool(self, origin):
         settings = self._settings
         return outbound.pool(origin, ca_bundle=settings.ca_bundle, client_cert=settings.client_cert, client_key=settings.client_key)
+
+
+class _Wakeups:
+    """Wakes one idle sender per ``wake()``: a callback stored is one entry to claim.
+
+    Not an Event, which woke every idle sender of the process, each to run a
+    claim transaction (and take the store's write lock) for the one entry.
+    A wake while no sender waits is kept for the next one to wait, up to
+    ``limit`` of them, so none is missed between a claim that found nothing
+    and the wait. After ``close()`` no sender waits any more.
+    """
+
+    def __init__(self, limit):
+        self._limit = limit
+        self._kept = 0
+        self._closed = False
+        self._condition = threading.Condition()
+
+    def wake(self):
+        with self._condition:
+            if self._kept < self._limit:
+                self._kept += 1
+                self._condition.notify()
+
+    def wait(self, timeout):
+        with self._condition:
+            if not self._kept and not self._closed:
+                self._condition.wait(timeout)
+            if self._kept:
+                self._kept -= 1
+
+    def close(self):
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
 
 
 def _unreachable(error):

@@ -77,14 +77,23 @@ def _is_ip(text):
 def _resolve(host, port):
     """Every address ``host`` resolves to now (IPv4-mapped IPv6 ones as IPv4), empty if it does not."""
     try:
+        # An address needs no resolver: checked before every delivery, the lookup cost as much as the check.
+        return {_unmapped(ipaddress.ip_address(host.split("%")[0]))}
+    except ValueError:
+        pass
+    try:
         answers = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
         return set()
     addresses = set()
     for *_, sockaddr in answers:
-        address = ipaddress.ip_address(sockaddr[0].split("%")[0])
-        addresses.add(getattr(address, "ipv4_mapped", None) or address)
+        addresses.add(_unmapped(ipaddress.ip_address(sockaddr[0].split("%")[0])))
     return addresses
+
+
+def _unmapped(address):
+    """An IPv4-mapped IPv6 address as the IPv4 address it maps."""
+    return getattr(address, "ipv4_mapped", None) or address
 
 
 def _is_local(address):

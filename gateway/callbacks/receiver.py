@@ -12,7 +12,8 @@ import time
 from urllib.parse import unquote
 
 from werkzeug.exceptions import HTTPException
-from werkzeug.wrappers import Request, Response
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wsgi import get_input_stream
 
 from gateway.callbacks.registration import BRIDGED_SERVICES
 from gateway.client_address import within
@@ -48,51 +49,58 @@ class CallbackReceiver:
         self._on_stored = on_stored or (lambda: None)
 
     def __call__(self, environ, start_response):
-        request = Request(environ)
-        request.max_content_length = MAX_CALLBACK_BYTES
+        # The environ read directly, not through werkzeug's Request and Response: a third of this call's CPU.
+        headers = []
         try:
-            outcome, response = self._receive(request)
-        except HTTPException as error:
-            outcome, response = "refused", _answer(error.code, error.description)
+            outcome, status, message = self._receive(environ)
+        except HTTPException as error:  # the body is over MAX_CALLBACK_BYTES
+            outcome, status, message = "refused", error.code, error.description
         except StoreUnavailable as error:
             # Not committed, so not acknowledged: ThingSpace keeps it and sends it again.
             _refusals.warning("callback not accepted, the store is unavailable: %s", error)
-            outcome, response = "unavailable", _answer(503, "the gateway cannot store callbacks now; send it again")
-            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            outcome, status, message = "unavailable", 503, "the gateway cannot store callbacks now; send it again"
+            headers.append(("Retry-After", str(RETRY_AFTER_S)))
         CALLBACKS_RECEIVED.labels(outcome).inc()
-        return response(environ, start_response)
+        body = json.dumps({"message": message}).encode()
+        headers[:0] = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", headers)
+        return [body]
 
-    def _receive(self, request):
-        if self._allowed_sources and not within(request.remote_addr, self._allowed_sources):
+    def _receive(self, environ):
+        """(outcome, HTTP status, message) for the callback ``environ`` carries."""
+        remote_addr = environ.get("REMOTE_ADDR")
+        if self._allowed_sources and not within(remote_addr, self._allowed_sources):
             # Before a byte of the body is read: nothing of it is kept, not even its credentials checked.
-            _refusals.warning("callback refused: from %s, outside [callbacks] allowed_sources", request.remote_addr)
-            return "refused", _answer(403, "callbacks are accepted only from [callbacks] allowed_sources")
-        route = [unquote(part) for part in request.path.strip("/").split("/")]
+            _refusals.warning("callback refused: from %s, outside [callbacks] allowed_sources", remote_addr)
+            return "refused", 403, "callbacks are accepted only from [callbacks] allowed_sources"
+        # PATH_INFO is the path's UTF-8 bytes as Latin-1 text (PEP 3333), still %-quoted.
+        path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+        route = [unquote(part) for part in path.strip("/").split("/")]
         if len(route) != 2 or not route[0] or route[1] not in BRIDGED_SERVICES:
-            return "refused", _answer(404, f"post callbacks to .../{{account}}/{{{'|'.join(BRIDGED_SERVICES)}}}")
-        if request.method != "POST":
-            return "refused", _answer(405, "callbacks are POSTed")
+            return "refused", 404, f"post callbacks to .../{{account}}/{{{'|'.join(BRIDGED_SERVICES)}}}"
+        if environ.get("REQUEST_METHOD") != "POST":
+            return "refused", 405, "callbacks are POSTed"
         account, service = route
         try:
-            body = json.loads(request.get_data(cache=False))
+            body = json.loads(get_input_stream(environ, max_content_length=MAX_CALLBACK_BYTES).read())
         except (ValueError, RecursionError):
-            return "refused", _answer(400, "the body is not JSON")
+            return "refused", 400, "the body is not JSON"
         if not self._authentic(body):
             _refusals.warning("callback refused: wrong credentials (account %s)", account)
-            return "refused", _answer(401, "wrong callback credentials")
+            return "refused", 401, "wrong callback credentials"
         try:
             callback.check(body)
         except RequestInvalid as error:
-            return "refused", _answer(400, str(error))
+            return "refused", 400, str(error)
         event = {key: value for key, value in body.items() if key not in ("username", "password")}
         stored = self._receipts.write(
             ReceivedCallback(callback.dedupe_key(body), account, service, body["requestId"], json.dumps(event), time.time())
         )
         if stored:
             self._on_stored()
-        else:
-            log.info("callback requestId=%s already stored: acknowledged again", body["requestId"])
-        return ("stored", _answer(200, "stored")) if stored else ("duplicate", _answer(200, "already stored"))
+            return "stored", 200, "stored"
+        log.info("callback requestId=%s already stored: acknowledged again", body["requestId"])
+        return "duplicate", 200, "already stored"
 
     def _authentic(self, body):
         if not isinstance(body, dict):
@@ -106,7 +114,3 @@ class CallbackReceiver:
 
 def _bytes(value):
     return value.encode() if isinstance(value, str) else b""
-
-
-def _answer(status, message):
-    return Response(json.dumps({"message": message}), status=status, mimetype="application/json")

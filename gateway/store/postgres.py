@@ -76,6 +76,9 @@ class PostgresStore(SqlStore):
     MIGRATIONS = MIGRATIONS
     # OF o: lock the outbox rows only, not the registrations they join.
     CLAIM_LOCK = "FOR UPDATE OF o SKIP LOCKED"
+    # Until autovacuum has analyzed the outbox, the planner sorts every due
+    # entry (13 ms a claim at 5,000): no sort makes it walk outbox_due.
+    CLAIM_SETTINGS = ("SET LOCAL enable_sort = off",)
     # OperationalError: the server is down, restarting, refusing, or dropped
     # the connection (psycopg marks that connection broken); TimeoutError: no
     # connection came free in time.
@@ -93,6 +96,12 @@ class PostgresStore(SqlStore):
         super().__init__(lazy, secret_keys)
 
     _prepare = SqlStore._migrate
+
+    def _settle_entry(self, db, update, values):
+        # One round trip, not two: the settlement writer holds every sender
+        # of the process waiting for it, one statement after the other.
+        attempt = self._ATTEMPT_OF_SETTLED.format(settled="settled")
+        return db.execute(f"WITH settled AS ({update} RETURNING id, attempts, state) {attempt}", values).rowcount == 1
 
     def close(self):
         with self._lock:

@@ -40,6 +40,8 @@ class Delivery:
     username: str | None
     password: str | None = field(repr=False)
     received_at: float
+    # What ``remember_request`` stored for the callback's request: JSON text, None when nothing is.
+    kind_spellings: str | None = None
 
 
 @dataclass(frozen=True)

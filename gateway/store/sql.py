@@ -37,8 +37,10 @@ LAST_ERROR_MAX_CHARS = 500
 
 # An entry is due when its next attempt has come, or when the worker that
 # claimed it let its lease run out (it died or hung): someone else takes over.
-_DUE = f"""(o.state = '{PENDING}' AND o.next_attempt_at <= :now)
-    OR (o.state = '{CLAIMED}' AND o.claimed_until < :now)"""
+# Its first term is the condition of the index outbox_due (schema step 3), as
+# written there: SQLite uses a partial index only for a query that says so.
+_DUE = f"""o.state IN ('{PENDING}', '{CLAIMED}')
+    AND ((o.state = '{PENDING}' AND o.next_attempt_at <= :now) OR (o.state = '{CLAIMED}' AND o.claimed_until < :now))"""
 _HAS_LISTENER = "EXISTS (SELECT 1 FROM registrations r WHERE r.account = o.account AND r.service = o.service)"
 
 _REGISTRATION_COLUMNS = "account, service, url, username, password"
@@ -69,6 +71,13 @@ class SqlStore(ABC):
     # Ends claim_due's SELECT: how the backend keeps the rows it picks from
     # other claimers until they are marked claimed.
     CLAIM_LOCK = ""
+    # How the backend is told to walk the due entries oldest first (the index
+    # outbox_due) and stop at the limit, rather than sort every due entry on
+    # every claim: what follows the outbox in claim_due's FROM, and statements
+    # run before its SELECT in its transaction. Without them, a fresh table
+    # (no statistics yet) gets the sort.
+    CLAIM_INDEX = ""
+    CLAIM_SETTINGS = ()
     # The driver's errors that mean "not now" (server down, file locked, disk
     # full, no connection free) rather than a bug: callers get StoreUnavailable.
     UNAVAILABLE = ()
@@ -190,12 +199,6 @@ class SqlStore(ABC):
                 },
             )
 
-    def kind_spellings(self, request_id):
-        rows = self._read(
-            "SELECT kind_spellings FROM requests WHERE request_id = :request_id", {"request_id": request_id}
-        )
-        return json.loads(rows[0][0]) if rows else {}
-
     def forwarded_request(self, request_id):
         """What was remembered of ``request_id`` when it was forwarded, or None."""
         rows = self._read(
@@ -258,14 +261,20 @@ class SqlStore(ABC):
         The SELECT and the UPDATE run in one transaction, under the backend's
         CLAIM_LOCK, so that no entry is claimed by two workers. (Not UPDATE
         ... RETURNING: it cannot return the registration's columns nor keep an order.)
+        Each comes with the kind spellings remembered of its request, as
+        stored (JSON text, None when not remembered): one query, not one more
+        per delivery, and text that does not parse fails its entry alone.
         Not waiting for the disk: a claim lost with a power cut only lets the
         entry be claimed and sent again, as a lapsed lease does.
         """
         with self._write(flushed=False) as db:
+            for statement in self.CLAIM_SETTINGS:
+                db.execute(statement)
             rows = db.execute(
                 f"""SELECT o.id, o.account, o.service, o.request_id, o.body, o.attempts,
-                    r.url, r.username, r.password, o.received_at
-                FROM outbox o JOIN registrations r ON r.account = o.account AND r.service = o.service
+                    r.url, r.username, r.password, o.received_at, q.kind_spellings
+                FROM outbox o {self.CLAIM_INDEX} JOIN registrations r ON r.account = o.account AND r.service = o.service
+                LEFT JOIN requests q ON q.request_id = o.request_id
                 WHERE {_DUE}
                 ORDER BY o.received_at, o.id
                 LIMIT :limit
@@ -276,7 +285,7 @@ class SqlStore(ABC):
                 f"UPDATE outbox SET state = '{CLAIMED}', claimed_by = :worker, claimed_until = :until WHERE id = :id",
                 [{"worker": worker, "until": now + lease_s, "id": row[0]} for row in rows],
             )
-        return [Delivery(*row[:8], self._box.open(row[8]), row[9]) for row in rows]
+        return [Delivery(*row[:8], self._box.open(row[8]), *row[9:]) for row in rows]
 
     def renew_claims(self, worker, ids, until):
         """Extend to ``until`` the leases ``worker`` holds on the entries ``ids``; not waiting for the disk, as claim_due."""
@@ -550,8 +559,7 @@ class SqlStore(ABC):
             [{"key": key, "value": reseal(value)} for key, value in credentials],
         )
 
-    @staticmethod
-    def _settle(db, settlement):
+    def _settle(self, db, settlement):
         if settlement.error is None:
             assignments, values, outcome = f"state = '{DELIVERED}', delivered_at = :now", {}, ACKNOWLEDGED
         else:
@@ -559,21 +567,16 @@ class SqlStore(ABC):
             assignments = """state = :state, attempts = attempts + 1, next_attempt_at = COALESCE(:retry_at, next_attempt_at),
             last_error = :error, last_error_at = :now"""
             values = {"state": DEAD if settlement.retry_at is None else PENDING, "retry_at": settlement.retry_at, "error": outcome}
-        cursor = db.execute(
+        duration_s = settlement.duration_s
+        return self._settle_entry(
+            db,
             f"""UPDATE outbox SET {assignments}, claimed_by = NULL, claimed_until = NULL
             WHERE id = :id AND state = '{CLAIMED}' AND claimed_by = :worker""",
-            {**values, "now": settlement.at, "id": settlement.id, "worker": settlement.worker},
-        )
-        if cursor.rowcount != 1:
-            return False
-        duration_s = settlement.duration_s
-        db.execute(
-            f"""INSERT INTO attempts (outbox_id, number, at, url, outcome, ok, duration_s)
-            SELECT id, attempts + CASE state WHEN '{DELIVERED}' THEN 1 ELSE 0 END,
-                :at, :url, :outcome, :ok, :duration_s
-            FROM outbox WHERE id = :id""",
             {
+                **values,
+                "now": settlement.at,
                 "id": settlement.id,
+                "worker": settlement.worker,
                 "at": settlement.at - (duration_s or 0.0),
                 "url": _without_credentials(settlement.url),
                 "outcome": outcome,
@@ -581,6 +584,22 @@ class SqlStore(ABC):
                 "duration_s": duration_s,
             },
         )
+
+    # The attempt a settlement adds to its entry's history, from the entry as
+    # the settlement left it (see ``settle``).
+    _ATTEMPT_OF_SETTLED = f"""INSERT INTO attempts (outbox_id, number, at, url, outcome, ok, duration_s)
+        SELECT id, attempts + CASE state WHEN '{DELIVERED}' THEN 1 ELSE 0 END, :at, :url, :outcome, :ok, :duration_s
+        FROM {{settled}} WHERE id = :id"""
+
+    def _settle_entry(self, db, update, values):
+        """Run ``update`` (the entry's conditional UPDATE) and, if it changed the entry, add its attempt; whether it did.
+
+        Two statements; a backend that can feed an UPDATE's rows to an
+        INSERT does it in one round trip.
+        """
+        if db.execute(update, values).rowcount != 1:
+            return False
+        db.execute(self._ATTEMPT_OF_SETTLED.format(settled="outbox"), values)
         return True
 
     def _revive(self, now, condition="", values=None):
