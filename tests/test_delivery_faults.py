@@ -13,7 +13,7 @@ import time
 import pytest
 
 from gateway import cli, config
-from gateway.callbacks.delivery import IDLE_POLL_S, LEASE_S, DeliveryWorker, Outcome
+from gateway.callbacks.delivery import IDLE_POLL_S, DeliveryWorker, Outcome
 from gateway.callbacks.policy import ListenerPolicy
 from gateway.exceptions import DeliveryStalled
 from gateway.metrics import CALLBACKS_DELIVERED, WORKER_RESTARTS
@@ -113,7 +113,7 @@ def test_every_thread_outlives_a_failing_store_and_nothing_acknowledged_is_sent_
         add(store, "r-after")
         wait_until(lambda: store.counts()["delivered"] == 2, what="both delivered after the lock")
         assert all(thread.is_alive() for thread in worker._threads)
-        time.sleep(LEASE_S / 10)  # a resend of r-before would show up here
+        time.sleep(settings().callbacks.claim_lease_s / 10)  # a resend of r-before would show up here
     finally:
         worker.stop(timeout=5)
     # Acknowledged during the outage: recorded when the store came back, never sent again.
@@ -164,11 +164,12 @@ def test_a_delivery_whose_claim_another_worker_took_is_not_counted_as_delivered(
     caplog.set_level(logging.INFO)
     store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
     add(store, "r-taken")
-    worker = DeliveryWorker(store, settings().callbacks, 100, ListenerPolicy())  # not started: driven by hand
-    now = time.time()
-    (mine,) = store.claim_due(worker._id, now=now, lease_s=LEASE_S, limit=1)
+    callbacks = settings().callbacks
+    worker = DeliveryWorker(store, callbacks, 100, ListenerPolicy())  # not started: driven by hand
+    now, lease_s = time.time(), callbacks.claim_lease_s
+    (mine,) = store.claim_due(worker._id, now=now, lease_s=lease_s, limit=1)
     # Its lease ran out (a long pause of this process): another worker took it over.
-    (theirs,) = store.claim_due("another-worker", now=now + LEASE_S + 1, lease_s=LEASE_S, limit=1)
+    (theirs,) = store.claim_due("another-worker", now=now + lease_s + 1, lease_s=lease_s, limit=1)
     assert theirs.id == mine.id
     delivered_before = CALLBACKS_DELIVERED._value.get()
 
