@@ -96,6 +96,10 @@ def test_every_thread_outlives_a_failing_store_and_nothing_acknowledged_is_sent_
     deliveries_before, sender_restarts, renewal_restarts = (
         CALLBACKS_DELIVERED._value.get(), restarts("callback-delivery"), restarts("claim-renewal")
     )
+
+    def logged(phrase):
+        return [record.getMessage() for record in caplog.records if phrase in record.getMessage()]
+
     worker = running_worker(store, settings())
     try:
         add(store, "r-before")
@@ -113,14 +117,16 @@ def test_every_thread_outlives_a_failing_store_and_nothing_acknowledged_is_sent_
         add(store, "r-after")
         wait_until(lambda: store.counts()["delivered"] == 2, what="both delivered after the lock")
         assert all(thread.is_alive() for thread in worker._threads)
+        # Each failed thread says it recovered once its next step returns: a
+        # sender after its back-off (up to 2 s) and an idle wait (1 s).
+        wait_until(lambda: len(logged("recovered after")) >= len(logged("retrying with back-off")), what="every recovery")
         time.sleep(settings().callbacks.claim_lease_s / 10)  # a resend of r-before would show up here
     finally:
         worker.stop(timeout=5)
     # Acknowledged during the outage: recorded when the store came back, never sent again.
     assert delivered_request_ids(listener) == ["r-before", "r-after"]
     assert CALLBACKS_DELIVERED._value.get() - deliveries_before == 2
-    failures = [r.getMessage() for r in caplog.records if "retrying with back-off" in r.getMessage()]
-    recoveries = [r.getMessage() for r in caplog.records if "recovered after" in r.getMessage()]
+    failures, recoveries = logged("retrying with back-off"), logged("recovered after")
     # Once per outage and thread, not once per try (the senders failed dozens of times).
     assert 2 <= len(failures) <= 5 and all("database is locked" in line for line in failures), failures
     assert len(recoveries) == len(failures), (failures, recoveries)
