@@ -58,6 +58,18 @@ def _seconds(value):
     return seconds
 
 
+def _seconds_between(low, high):
+    """A number of seconds from ``low`` to ``high``."""
+
+    def seconds_between(value):
+        seconds = _seconds(value)
+        if not low <= seconds <= high:
+            raise ValueError(f"must be from {low:g} to {high:g} seconds, got {value!r}")
+        return seconds
+
+    return seconds_between
+
+
 def _boolean(value):
     states = configparser.ConfigParser.BOOLEAN_STATES
     if value.lower() not in states:
@@ -198,6 +210,9 @@ class Callbacks:
     backoff_s: float = _key(_seconds)
     timeout_s: float = _key(_seconds)
     expire_after_s: float = _key(_seconds)
+    # Renewed four times a lease: under 1 s that is a store write every few
+    # tens of ms per process; past an hour a dead instance's callbacks wait as long.
+    claim_lease_s: float = _key(_seconds_between(1, 3600))
     allowed_listeners: tuple = _key(_networks_and_host_names)
     delivery_stall_s: float = _key(_seconds)
     allowed_sources: tuple = _key(_networks)

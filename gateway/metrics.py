@@ -7,6 +7,7 @@ The outbox is read from the store at scrape time: it is shared state, not a
 per-process count.
 """
 
+import glob
 import os
 import time
 
@@ -86,11 +87,25 @@ class OutboxCollector:
         )
 
 
+class SizedFilesCollector(multiprocess.MultiProcessCollector):
+    """The workers' counters, from the files of theirs that have been sized.
+
+    prometheus_client creates a worker's file and only then sizes it: a
+    scrape in between (a worker just forked, replacing one that exited) read
+    it empty and failed whole, with a 500 (prometheus/client_python#1199). A
+    file only ever grows from empty, and an empty one holds no sample yet.
+    """
+
+    def collect(self):
+        files = [path for path in glob.glob(os.path.join(self._path, "*.db")) if os.path.getsize(path) > 0]
+        return self.merge(files, accumulate=True)
+
+
 def metrics_app(store):
     """The WSGI application serving ``/metrics``."""
     registry = CollectorRegistry()
     if os.environ.get(MULTIPROCESS_DIR):
-        multiprocess.MultiProcessCollector(registry)
+        SizedFilesCollector(registry)
     else:
         for collector in PROCESS_METRICS:
             registry.register(collector)

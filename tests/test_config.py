@@ -55,6 +55,7 @@ def test_every_key_is_overridden_by_its_environment_variable(tmp_path):
         "M2MGW_CALLBACKS_BACKOFF_S": "1.5",
         "M2MGW_CALLBACKS_TIMEOUT_S": "3",
         "M2MGW_CALLBACKS_EXPIRE_AFTER_S": "60",
+        "M2MGW_CALLBACKS_CLAIM_LEASE_S": "2.5",
         "M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.20.0.0/16, fd00::/8,Listener.Example.com., 192.0.2.7",
         "M2MGW_CALLBACKS_DELIVERY_STALL_S": "30",
         "M2MGW_CALLBACKS_ALLOWED_SOURCES": "192.0.2.0/24",
@@ -75,7 +76,7 @@ def test_every_key_is_overridden_by_its_environment_variable(tmp_path):
     assert settings.upstream == config.Upstream("https://thingspace.verizon.com", "key", "secret", 2.5, False)
     assert settings.defaults.mdn_zip_code == "94203"
     assert settings.callbacks == config.Callbacks(
-        "/ts/callbacks", "https://m2m.example.com/ts/callbacks", "gw", "pw", 7, 1.5, 3.0, 60.0,
+        "/ts/callbacks", "https://m2m.example.com/ts/callbacks", "gw", "pw", 7, 1.5, 3.0, 60.0, 2.5,
         (
             ipaddress.ip_network("10.20.0.0/16"),
             ipaddress.ip_network("fd00::/8"),
@@ -118,6 +119,9 @@ def test_a_file_is_read_over_the_defaults_and_under_the_environment(tmp_path):
         ({"M2MGW_CALLBACKS_PATH": "callbacks"}, "callbacks", "path", "URL path"),
         ({"M2MGW_CALLBACKS_MAX_ATTEMPTS": "0"}, "callbacks", "max_attempts", "greater than 0"),
         ({"M2MGW_CALLBACKS_USERNAME": "gw"}, "callbacks", "password", "together"),
+        ({"M2MGW_CALLBACKS_CLAIM_LEASE_S": "0.5"}, "callbacks", "claim_lease_s", "from 1 to 3600 seconds, got '0.5'"),
+        ({"M2MGW_CALLBACKS_CLAIM_LEASE_S": "86400"}, "callbacks", "claim_lease_s", "from 1 to 3600 seconds"),
+        ({"M2MGW_CALLBACKS_CLAIM_LEASE_S": "ten"}, "callbacks", "claim_lease_s", "a number of seconds"),
         ({"M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.0.0.0/8, http://x"}, "callbacks", "allowed_listeners", "'http://x'"),
         ({"M2MGW_CALLBACKS_ALLOWED_LISTENERS": "10.0.0.0/33"}, "callbacks", "allowed_listeners", "networks (CIDR)"),
         ({"M2MGW_CALLBACKS_ALLOWED_SOURCES": "192.0.2.0/24, thingspace.com"}, "callbacks", "allowed_sources", "networks (CIDR) separated"),

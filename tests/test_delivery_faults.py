@@ -14,7 +14,7 @@ import pytest
 
 from gateway import cli, config
 from gateway.callbacks import delivery
-from gateway.callbacks.delivery import IDLE_POLL_S, LEASE_S, DeliveryWorker, Outcome
+from gateway.callbacks.delivery import IDLE_POLL_S, DeliveryWorker, Outcome
 from gateway.callbacks.policy import ListenerPolicy
 from gateway.exceptions import DeliveryStalled
 from gateway.metrics import CALLBACKS_DELIVERED, WORKER_RESTARTS
@@ -97,6 +97,10 @@ def test_every_thread_outlives_a_failing_store_and_nothing_acknowledged_is_sent_
     deliveries_before, sender_restarts, renewal_restarts = (
         CALLBACKS_DELIVERED._value.get(), restarts("callback-delivery"), restarts("claim-renewal")
     )
+
+    def logged(phrase):
+        return [record.getMessage() for record in caplog.records if phrase in record.getMessage()]
+
     worker = running_worker(store, settings())
     try:
         add(store, "r-before")
@@ -114,14 +118,16 @@ def test_every_thread_outlives_a_failing_store_and_nothing_acknowledged_is_sent_
         add(store, "r-after")
         wait_until(lambda: store.counts()["delivered"] == 2, what="both delivered after the lock")
         assert all(thread.is_alive() for thread in worker._threads)
-        time.sleep(LEASE_S / 10)  # a resend of r-before would show up here
+        # Each failed thread says it recovered once its next step returns: a
+        # sender after its back-off (up to 2 s) and an idle wait (1 s).
+        wait_until(lambda: len(logged("recovered after")) >= len(logged("retrying with back-off")), what="every recovery")
+        time.sleep(settings().callbacks.claim_lease_s / 10)  # a resend of r-before would show up here
     finally:
         worker.stop(timeout=5)
     # Acknowledged during the outage: recorded when the store came back, never sent again.
     assert delivered_request_ids(listener) == ["r-before", "r-after"]
     assert CALLBACKS_DELIVERED._value.get() - deliveries_before == 2
-    failures = [r.getMessage() for r in caplog.records if "retrying with back-off" in r.getMessage()]
-    recoveries = [r.getMessage() for r in caplog.records if "recovered after" in r.getMessage()]
+    failures, recoveries = logged("retrying with back-off"), logged("recovered after")
     # Once per outage and thread, not once per try (the senders failed dozens of times).
     assert 2 <= len(failures) <= 5 and all("database is locked" in line for line in failures), failures
     assert len(recoveries) == len(failures), (failures, recoveries)
@@ -165,11 +171,12 @@ def test_a_delivery_whose_claim_another_worker_took_is_not_counted_as_delivered(
     caplog.set_level(logging.INFO)
     store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
     add(store, "r-taken")
-    worker = DeliveryWorker(store, settings().callbacks, 100, ListenerPolicy())  # not started: driven by hand
-    now = time.time()
-    (mine,) = store.claim_due(worker._id, now=now, lease_s=LEASE_S, limit=1)
+    callbacks = settings().callbacks
+    worker = DeliveryWorker(store, callbacks, 100, ListenerPolicy())  # not started: driven by hand
+    now, lease_s = time.time(), callbacks.claim_lease_s
+    (mine,) = store.claim_due(worker._id, now=now, lease_s=lease_s, limit=1)
     # Its lease ran out (a long pause of this process): another worker took it over.
-    (theirs,) = store.claim_due("another-worker", now=now + LEASE_S + 1, lease_s=LEASE_S, limit=1)
+    (theirs,) = store.claim_due("another-worker", now=now + lease_s + 1, lease_s=lease_s, limit=1)
     assert theirs.id == mine.id
     delivered_before = CALLBACKS_DELIVERED._value.get()
 

@@ -13,7 +13,6 @@ import psycopg
 import pytest
 import requests
 
-from gateway.callbacks.delivery import LEASE_S  # a dead instance's claims lapse after it
 from gateway.store import PostgresStore
 from tests.conftest import Gateway, wait_until_settled
 from tests.test_callbacks import ACCOUNT, go_to_state, identity, parsed, receiver_url, register, rest_callback
@@ -22,14 +21,19 @@ pytestmark = pytest.mark.process
 
 # The timeout of one POST to a listener, short in the kill test.
 DELIVERY_TIMEOUT_S = 0.5
+# The kill test's claim lease ([callbacks] claim_lease_s): the killed
+# instance's claims lapse after it, and the test waits it out. Short, so that
+# the wait is short; the default's own wait is test_store_outages's.
+LEASE_S = 2
 # Where no instance dies: long enough that the listener in this busy pytest
 # process always answers in time, so that a second copy of a callback can
 # only be a claim given out twice, never a timed-out first POST sent again.
 PATIENT_DELIVERY_TIMEOUT_S = 10
 
 
-def instance(tmp_path, name, simulator, postgres_url, delivery_timeout_s=PATIENT_DELIVERY_TIMEOUT_S):
-    """A gateway on the shared database, with quick retries; its files in a directory of its own."""
+def instance(tmp_path, name, simulator, postgres_url, delivery_timeout_s=PATIENT_DELIVERY_TIMEOUT_S, **settings):
+    """A gateway on the shared database, with quick retries; its files in a directory of its own;
+    ``settings`` as Gateway's."""
     directory = tmp_path / name
     directory.mkdir()
     return Gateway(
@@ -39,6 +43,7 @@ def instance(tmp_path, name, simulator, postgres_url, delivery_timeout_s=PATIENT
         callbacks_timeout_s=delivery_timeout_s,
         callbacks_backoff_s="0.2",
         callbacks_max_attempts="8",
+        **settings,
     )
 
 
@@ -87,8 +92,9 @@ def test_the_callbacks_a_killed_instance_held_are_delivered_by_the_other_once_it
     simulator.reset()
     # Stalling: answers 503, and only after the gateway's POST has timed out.
     listener.status, listener.delay_s = 503, DELIVERY_TIMEOUT_S * 3
-    doomed = instance(tmp_path, "doomed", simulator, postgres_url, DELIVERY_TIMEOUT_S).start()
-    survivor = instance(tmp_path, "survivor", simulator, postgres_url, DELIVERY_TIMEOUT_S)
+    doomed = instance(tmp_path, "doomed", simulator, postgres_url, DELIVERY_TIMEOUT_S, callbacks_claim_lease_s=LEASE_S)
+    doomed.start()
+    survivor = instance(tmp_path, "survivor", simulator, postgres_url, DELIVERY_TIMEOUT_S, callbacks_claim_lease_s=LEASE_S)
     observer = PostgresStore(postgres_url)
     count = 6
     try:
@@ -105,6 +111,7 @@ def test_the_callbacks_a_killed_instance_held_are_delivered_by_the_other_once_it
 
         wait_until(lambda: len(claims()) >= 3, 10, "the doomed instance claiming callbacks")
         doomed.stop(signal.SIGKILL)
+        killed_at = time.time()
         held = claims()
         listener.status, listener.delay_s = 200, 0.0
         survivor.start()
@@ -120,6 +127,7 @@ def test_the_callbacks_a_killed_instance_held_are_delivered_by_the_other_once_it
     assert sorted(delivered) == [f"r-kill-{n}" for n in range(count)]
     assert len(held) >= 3
     for request_id, lease_end in held.items():
+        assert lease_end <= killed_at + LEASE_S, f"{request_id} claimed past the configured lease"
         assert delivered[request_id] >= lease_end, f"{request_id} taken from its claim holder before the lease ended"
 
 

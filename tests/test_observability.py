@@ -9,9 +9,12 @@ import pytest
 import requests
 import zeep
 from lxml import etree
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
+from gateway.metrics import MULTIPROCESS_DIR, metrics_app
+from gateway.store import SqliteStore
 from tests import envelopes
 from tests.conftest import Gateway
 
@@ -198,3 +201,23 @@ def test_a_worker_that_exits_is_replaced_by_one_that_boots_and_serves_metrics(tw
         time.sleep(0.05)
     assert two_workers.popen.poll() is None
     assert "Worker failed to boot" not in two_workers.log()
+
+
+def test_a_scrape_while_a_new_worker_s_counter_file_is_still_empty_serves_the_others(tmp_path, monkeypatch):
+    """The moment test_a_worker_that_exits... hits only now and then, made to happen:
+    a forked worker has created its file and not yet sized it."""
+    monkeypatch.setenv(MULTIPROCESS_DIR, str(tmp_path))
+    running = MmapedDict(str(tmp_path / "counter_101.db"))
+    running.write_value(
+        mmap_key("m2mgw_callbacks_delivered", "m2mgw_callbacks_delivered_total", [], [], "delivered"), 7.0, 0.0
+    )
+    running.close()
+    (tmp_path / "counter_102.db").touch()  # the new worker's, as created: 0 bytes
+
+    store = SqliteStore(tmp_path / "gateway.sqlite3")
+    try:
+        answer = Client(metrics_app(store)).get("/metrics")
+    finally:
+        store.close()
+    assert answer.status_code == 200
+    assert "m2mgw_callbacks_delivered_total 7.0" in answer.get_data(as_text=True)

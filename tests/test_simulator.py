@@ -230,7 +230,8 @@ def test_logout_echoes_the_token_and_ends_the_session(thingspace):
     assert_error(thingspace.go_to_state(headers, go_to_state_order()), 401, FAILED + "SessionToken.Invalid")
 
 
-@pytest.mark.parametrize("session_token", [None, str(uuid.uuid4())])
+# ids: the same test names in every pytest-xdist worker, whatever token each draws.
+@pytest.mark.parametrize("session_token", [None, str(uuid.uuid4())], ids=["none", "unknown"])
 def test_m2m_calls_need_a_known_session(thingspace, session_token):
     headers = thingspace.bearer()
     if session_token:

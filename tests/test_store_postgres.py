@@ -80,18 +80,22 @@ def test_a_closed_store_gives_its_connections_back_to_the_server(store, postgres
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda n: add(store, f"key-{n}"), range(20)))
 
-    def connections():
-        with psycopg.connect(postgres_url) as db:
-            return db.execute(
+    # One observer connection, each query its own transaction (a fresh view of
+    # pg_stat_activity): a connection per look would leave the backend of the
+    # previous look for the next to count, as it goes a moment after its client.
+    with psycopg.connect(postgres_url, autocommit=True) as observer:
+
+        def connections():
+            return observer.execute(
                 "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
             ).fetchone()[0]
 
-    assert 1 <= connections() <= 4
-    store.close()
-    deadline = time.monotonic() + 5  # a backend goes a moment after its client hangs up
-    while connections() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert connections() == 0
+        assert 1 <= connections() <= 4
+        store.close()
+        deadline = time.monotonic() + 5  # a backend goes a moment after its client hangs up
+        while connections() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert connections() == 0
 
 
 def test_the_unflushed_request_memory_leaves_every_other_commit_flushed(store):

@@ -3,8 +3,8 @@
 Each gateway process runs one, with a few sending threads. The workers of
 several processes share the store: an entry is claimed (with a lease) before
 it is sent, so one worker sends it at a time. A live worker renews its leases
-every few seconds; the claims of a worker that died lapse within ``LEASE_S``
-and are taken again.
+four times a lease; the claims of a worker that died lapse within the lease
+(``[callbacks] claim_lease_s``) and are taken again.
 A listener acknowledges with 2xx; anything else (an envelope that cannot be
 built included) is retried with exponential back-off until ``max_attempts``,
 then the entry is dead (``m2m-gateway callbacks dead`` lists them, ``retry``
@@ -47,11 +47,10 @@ log = logging.getLogger(__name__)
 BATCH = 10
 # Threads sending at once in each process: a slow listener holds one, not all.
 SENDERS = 4
-# How long a claim holds without renewal: a killed worker's claims are taken
-# again this soon. Renewed every RENEW_EVERY_S; a sender starts a POST only
-# while its lease was renewed within the last half of it.
-LEASE_S = 10.0
-RENEW_EVERY_S = 2.5
+# A lease ([callbacks] claim_lease_s) is renewed this many times while it
+# runs; a sender starts a POST only while its lease was renewed within the
+# last half of it, so one renewal may fail or be late without stopping it.
+RENEWALS_PER_LEASE = 4
 # How often a process expires and purges old entries: each is a write
 # transaction, too dear for every pass of the delivery loop.
 HOUSEKEEPING_S = 60.0
@@ -91,11 +90,12 @@ class DeliveryWorker:
         self._recording = threading.Lock()
         # The senders' outcomes recorded together: one transaction for what they settled meanwhile.
         # Waiting up to a lease: meanwhile the claims stay renewed.
-        self._settlements = GroupCommit(store.settle, LEASE_S, "the delivery outcome")
+        self._lease_s = settings.claim_lease_s
+        self._settlements = GroupCommit(store.settle, self._lease_s, "the delivery outcome")
         # The entries this worker is sending or has yet to record, and since when: the leases it renews.
         self._held = {}
         # A sender that hangs must not hold its claims for ever: past this, they lapse.
-        self._max_hold_s = settings.timeout_s * (BATCH + 1) + LEASE_S
+        self._max_hold_s = settings.timeout_s * (BATCH + 1) + self._lease_s
         self._held_lock = threading.Lock()
         self._renewed_at = 0.0
         self._pass_completed_at = time.time()
@@ -135,13 +135,13 @@ class DeliveryWorker:
         self._record_unrecorded()
         now = time.time()
         self._housekeeping(now)
-        deliveries = self._store.claim_due(self._id, now, LEASE_S, BATCH)
+        deliveries = self._store.claim_due(self._id, now, self._lease_s, BATCH)
         claimed = {delivery.id for delivery in deliveries}
         self._hold(claimed, now)
         try:
             for delivery in deliveries:
                 # Unrenewed past half the lease, another worker may soon own the entry: never send it then.
-                if self._stopping.is_set() or time.time() - max(now, self._renewed_at) > LEASE_S / 2:
+                if self._stopping.is_set() or time.time() - max(now, self._renewed_at) > self._lease_s / 2:
                     break  # the remaining claims lapse and are taken again
                 self._deliver(delivery)
         finally:
@@ -159,9 +159,9 @@ class DeliveryWorker:
         with self._held_lock:
             held = [id for id, since in self._held.items() if started - since < self._max_hold_s]
         if held:
-            self._store.renew_claims(self._id, held, started + LEASE_S)
+            self._store.renew_claims(self._id, held, started + self._lease_s)
             self._renewed_at = started
-        self._stopping.wait(RENEW_EVERY_S)
+        self._stopping.wait(self._lease_s / RENEWALS_PER_LEASE)
 
     def _hold(self, ids, since):
         with self._held_lock:
