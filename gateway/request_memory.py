@@ -14,23 +14,31 @@ them), a fifth of all it cost.
 A failed write is not retried: each request in it is logged as not
 remembered (its callbacks then spell kinds in upper case and ``trace``
 shows no forwarding), and the writer backs off under supervision while the
-store is down. What is still queued when the gateway stops is written then.
+store is down. A writer stuck in a store that hangs rather than fails
+holds at most MAX_QUEUED requests in memory; past that, a request is
+logged as not remembered at once (rate-limited). What is still queued when the gateway
+stops is written then.
 """
 
 import logging
 import queue
 import threading
 
+from gateway.logs import RateLimited
 from gateway.store import ForwardedRequest
 from gateway.supervise import supervised_thread
 
 log = logging.getLogger(__name__)
+# Past MAX_QUEUED, every request would say so.
+_overflowing = RateLimited(log)
 
 # How long the writer lets requests gather once one is queued: under load a
 # transaction carries tens of them (measured over HTTP: 25 ms cost the
 # requests about 0.03 ms less each than 5 ms); alone, a request is in the
 # store that much after its answer.
 GATHER_S = 0.025
+# Requests queued at most (seconds of them under load): beyond, the writer is stuck.
+MAX_QUEUED = 10_000
 # How often an idle writer looks whether it should stop.
 IDLE_WAKE_S = 1.0
 NOT_REMEMBERED = "requestId=%s: not remembered; its callbacks spell kinds in upper case, trace shows no forwarding"
@@ -63,7 +71,10 @@ class RequestMemory:
         """Never raises: ThingSpace has the request, its RequestId must reach the client."""
         request = ForwardedRequest(request_id, now, account, devices, kind_spellings)
         if not kind_spellings:
-            self._queued.put(request)
+            if self._queued.qsize() < MAX_QUEUED:
+                self._queued.put(request)
+            else:
+                _overflowing.warning(NOT_REMEMBERED + " (too many waiting for the store)", request_id)
             return
         try:
             self._store.remember_requests([request])

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from gateway import request_memory
 from gateway.request_memory import RequestMemory
 from gateway.store import SqliteStore
 from tests.test_delivery_faults import WriteLock, restarts, wait_until
@@ -78,3 +79,22 @@ def test_a_locked_store_neither_holds_the_request_nor_stops_the_writer(store_pat
         store.close()
     assert remembered(store_path, "during") is None
     assert "request-memory failed" in caplog.text
+
+
+def test_a_writer_stuck_in_the_store_holds_no_more_than_its_limit(store_path, caplog, monkeypatch):
+    monkeypatch.setattr(request_memory, "MAX_QUEUED", 5)
+    store = SqliteStore(store_path, busy_timeout_s=30)  # the writer waits for the lock: stuck, not failing
+    memory = RequestMemory(store).start()
+    ids = [f"r-{n}" for n in range(10)]
+    try:
+        with WriteLock(store_path):
+            for request_id in ids:  # within one gathering: 5 queued (6 if the writer took the first already)
+                memory.remember(request_id, {}, NOW, account=None, devices=1)
+            refused = [request_id for request_id in ids if f"requestId={request_id}: not remembered" in caplog.text]
+            assert refused in (ids[5:], ids[6:])
+        kept = [request_id for request_id in ids if request_id not in refused]
+        wait_until(lambda: remembered(store_path, kept[-1]) is not None, what="the kept ones written once unstuck")
+    finally:
+        memory.stop()
+        store.close()
+    assert [request_id for request_id in ids if remembered(store_path, request_id) is not None] == kept
