@@ -453,7 +453,7 @@ def profile(body, count):
             "to_rest": ("gateway/translate/gotostate.py", "to_rest"),
             "upstream call (ThingSpace.go_to_state)": ("gateway/thingspace.py", "go_to_state"),
             "  of it: the exchange (outbound.KeptAlive.request)": ("gateway/outbound.py", "request"),
-            "store.remember_request (SQLite commit)": ("gateway/store/", "remember_request"),
+            "request memory (queued for its writer)": ("gateway/request_memory.py", "remember"),
             "response (Spyne serialize + WCF prefixes)": ("spyne/server/_base.py", "get_out_string_pull"),
             "Spyne's gc.collect() (once a second)": ("~", "<built-in method gc.collect>"),
             "logging (access line)": ("logging/__init__.py", "info"),

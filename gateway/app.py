@@ -13,6 +13,7 @@ from gateway.health import Readiness, healthz
 from gateway.limits import BodyLimit
 from gateway.logs import RequestIds
 from gateway.metrics import metrics_app
+from gateway.request_memory import RequestMemory
 from gateway.soap.application import GatewayApplication, ServiceEndpoint
 from gateway.soap.services import SERVICES
 from gateway.store import open_store
@@ -26,7 +27,7 @@ def service_path(name):
 
 
 class Runtime:
-    """The long-lived parts every request shares: upstream client, store, listener policy, registrar."""
+    """The long-lived parts every request shares: upstream client, store, request memory, listener policy, registrar."""
 
     def __init__(self, config):
         self.config = config
@@ -34,15 +35,17 @@ class Runtime:
         # Lazy: the server opened and migrated it before starting this worker,
         # which must come up (and answer 503) even while the store is down.
         self.store = open_store(config.store, lazy=True)
+        self.requests = RequestMemory(self.store)
         self.listener_policy = ListenerPolicy.from_config(config)
         self.registrar = Registrar(config, self.thingspace, self.store, self.listener_policy)
 
 
 class Gateway:
-    """The gateway's WSGI application, with this process's delivery worker running."""
+    """The gateway's WSGI application, with this process's delivery worker and request memory running."""
 
     def __init__(self, config):
         runtime = Runtime(config)
+        self._requests = runtime.requests.start()
         self._worker = DeliveryWorker(
             runtime.store, config.callbacks, config.store.retain_s, runtime.listener_policy
         ).start()
@@ -63,8 +66,9 @@ class Gateway:
         return self._app(environ, start_response)
 
     def close(self, timeout=None):
-        """Let the worker finish the delivery it is sending, then stop it."""
+        """Let the worker finish the delivery it is sending, then stop it; write the requests still queued."""
         self._worker.stop(timeout)
+        self._requests.stop(timeout)
 
 
 def service_document(config, name):

@@ -1,8 +1,10 @@
-"""The collector and requests: no forced full collection, nothing of a request's size left to it, a worker's own objects out of its way."""
+"""The collector and requests: no forced full collection, no reference cycle left by a request's
+contexts, nothing of a request's size left to the collector, a worker's own objects out of its way."""
 
 import gc
 
 from lxml import etree
+from spyne.context import MethodContext, ProtocolContext, TransportContext
 from werkzeug.test import Client
 
 from gateway import config, ns
@@ -72,3 +74,25 @@ def test_a_worker_leaves_what_it_built_to_serve_out_of_full_collections(tmp_path
         gc.unfreeze()
         gateway.close(timeout=5)
     assert frozen > 10_000
+
+
+def test_a_go_to_state_leaves_no_reference_cycle_of_its_contexts_or_documents(tmp_path, simulator):
+    environ = {"M2MGW_STORE_PATH": str(tmp_path / "store.sqlite3"), "M2MGW_UPSTREAM_BASE_URL": simulator.url}
+    gateway = Gateway(config.load(environ=environ))
+    client = InProcess(gateway)
+    device_list = {"xml": envelopes.devices_xml([[("IMEI", "990000862471854")]])}
+    go_to_state = envelopes.go_to_state({**envelopes.VALID, "DeviceList": device_list}, token=client.log_in())
+    assert client.post("StateService", go_to_state)[0] == 200  # builds what every later request shares
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what the cycle collector frees is kept in gc.garbage instead
+    try:
+        for _ in range(3):
+            assert client.post("StateService", go_to_state)[0] == 200
+        gc.collect()
+        spyne_or_lxml = (MethodContext, ProtocolContext, TransportContext, etree._Element)
+        left = [type(o).__name__ for o in gc.garbage if isinstance(o, spyne_or_lxml)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gateway.close(timeout=5)
+    assert left == []

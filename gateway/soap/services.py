@@ -1,6 +1,5 @@
 """The legacy services: each operation is validation, one upstream call, an answer."""
 
-import logging
 import time
 
 from spyne import ServiceBase, rpc
@@ -21,8 +20,6 @@ from gateway.soap.models import (
     Token,
 )
 from gateway.translate import callback, gotostate
-
-log = logging.getLogger(__name__)
 
 
 def _returns(result):
@@ -65,19 +62,13 @@ class StateService(ServiceBase):
         request = _required(Input, "Input")
         body = gotostate.to_rest(request, runtime.config.defaults.mdn_zip_code)
         request_id = runtime.thingspace.go_to_state(token, body)
-        try:
-            runtime.store.remember_request(
-                request_id,
-                callback.kind_spellings(request),
-                time.time(),
-                account=body.get("filter", {}).get("accountName"),
-                devices=len(body["devices"]) if "devices" in body else None,
-            )
-        except Exception:  # ThingSpace has the request: its RequestId must reach the client
-            log.exception(
-                "requestId=%s: not remembered; its callbacks spell kinds in upper case, trace shows no forwarding",
-                request_id,
-            )
+        runtime.requests.remember(
+            request_id,
+            callback.kind_spellings(request),
+            time.time(),
+            account=body.get("filter", {}).get("accountName"),
+            devices=len(body["devices"]) if "devices" in body else None,
+        )
         return GoToStateResult(RequestId=request_id)
 
 

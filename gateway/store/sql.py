@@ -183,20 +183,27 @@ class SqlStore(ABC):
         for those, written for ``trace`` alone on every GoToState, the gateway
         does not wait for the disk (see ``_write``).
         """
-        with self._write(flushed=bool(kind_spellings)) as db:
-            db.execute(
+        self.remember_requests([ForwardedRequest(request_id, now, account, devices, kind_spellings)])
+
+    def remember_requests(self, requests):
+        """``remember_request`` for several ``ForwardedRequest`` in one transaction, flushed if any has spellings."""
+        with self._write(flushed=any(request.kind_spellings for request in requests)) as db:
+            db.executemany(
                 """INSERT INTO requests (request_id, kind_spellings, remembered_at, account, devices)
                 VALUES (:request_id, :kind_spellings, :now, :account, :devices)
                 ON CONFLICT (request_id) DO UPDATE
                 SET kind_spellings = excluded.kind_spellings, remembered_at = excluded.remembered_at,
                 account = excluded.account, devices = excluded.devices""",
-                {
-                    "request_id": request_id,
-                    "kind_spellings": json.dumps(kind_spellings),
-                    "now": now,
-                    "account": account,
-                    "devices": devices,
-                },
+                [
+                    {
+                        "request_id": request.request_id,
+                        "kind_spellings": json.dumps(request.kind_spellings),
+                        "now": request.forwarded_at,
+                        "account": request.account,
+                        "devices": request.devices,
+                    }
+                    for request in requests
+                ],
             )
 
     def forwarded_request(self, request_id):
