@@ -53,11 +53,13 @@ class ConnectFailed(GatewayError):
 
     ``reason`` completes "could not be reached ..."; ``worth_retrying`` is
     false where trying again cannot help (a certificate refused, a proxy
-    refusing the tunnel).
+    refusing the tunnel); ``timed_out`` when connecting took too long;
+    ``tls_problem``, what OpenSSL said refusing the TLS handshake.
     """
 
-    def __init__(self, reason, worth_retrying):
+    def __init__(self, reason, worth_retrying, timed_out=False, tls_problem=None):
         self.reason, self.worth_retrying = reason, worth_retrying
+        self.timed_out, self.tls_problem = timed_out, tls_problem
         super().__init__(f"could not be reached {reason}")
 
 

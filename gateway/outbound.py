@@ -9,26 +9,29 @@ much again. These clients read the environment once and keep honouring it
 import functools
 import http.client
 import os
+import re
 import ssl
 import threading
 from collections import namedtuple
 from urllib.parse import urlsplit
 
 import certifi
-import urllib3
 from requests.utils import get_environ_proxies
 from urllib3.util.wait import wait_for_read
 
 from gateway.exceptions import ConfigError, ConnectFailed, ExchangeFailed
 
 Answer = namedtuple("Answer", "status data")
+# What OpenSSL said, in the text of an ssl.SSLError: "[SSL: CODE] what (_ssl.c:1006)".
+_OPENSSL_REASON = re.compile(r"\[SSL: \w+\] ([^(']+)")
 
 
 class KeptAlive:
     """Calls to the server at ``base_url`` over one kept-alive ``http.client``
     connection per thread, through the proxy the environment names for it.
 
-    For ThingSpace, called once or more by every legacy request: urllib3's
+    For ThingSpace, called once or more by every legacy request, and the
+    legacy listeners, one POST per callback: urllib3's
     pool costs about twice as much CPU per call as the exchange itself. It
     follows no redirect and sends nothing twice: a connection the server
     closed while it sat idle is noticed before the request goes out (as
@@ -39,13 +42,15 @@ class KeptAlive:
     ``$REQUESTS_CA_BUNDLE``, else certifi's CAs, unless ``verify`` is false.
     An ``https://`` server is reached through an ``http://`` proxy with
     CONNECT, an ``http://`` one by forwarding, as urllib3's ProxyManager does.
+    ``ca_bundle`` replaces the CAs verified against; ``client_cert`` (and its
+    ``client_key``, if separate) for servers that require mutual TLS.
     """
 
-    def __init__(self, base_url, timeout_s, verify=True):
+    def __init__(self, base_url, timeout_s, verify=True, ca_bundle=None, client_cert=None, client_key=None):
         url = urlsplit(base_url)
         self._timeout = timeout_s
         self._prefix = url.path.rstrip("/")
-        self._tls = _tls_context(verify) if url.scheme == "https" else None
+        self._tls = _tls_context(verify, ca_bundle, client_cert, client_key) if url.scheme == "https" else None
         self._host, self._port = url.hostname, url.port
         self._tunnel = None
         proxy = proxies(base_url).get(url.scheme)
@@ -99,9 +104,11 @@ class KeptAlive:
 def _connect_failed(error, timeout, tunnelled):
     if isinstance(error, ssl.SSLError):  # trying again meets the same certificate
         reason = getattr(error, "verify_message", None) or error.reason or error
-        return ConnectFailed(f"(TLS: {reason})", worth_retrying=False)
+        openssl_said = _OPENSSL_REASON.search(str(error))
+        problem = openssl_said.group(1).strip() if openssl_said else str(error)[:200]
+        return ConnectFailed(f"(TLS: {reason})", worth_retrying=False, tls_problem=problem)
     if isinstance(error, TimeoutError):
-        return ConnectFailed(f"within {timeout:g} s", worth_retrying=True)
+        return ConnectFailed(f"within {timeout:g} s", worth_retrying=True, timed_out=True)
     if isinstance(error, ConnectionRefusedError):
         return ConnectFailed("(connection refused)", worth_retrying=True)
     if tunnelled and (isinstance(error, http.client.HTTPException) or error.errno is None):
@@ -110,33 +117,16 @@ def _connect_failed(error, timeout, tunnelled):
     return ConnectFailed(f"({getattr(error, 'strerror', None) or type(error).__name__})", worth_retrying=True)
 
 
-def _tls_context(verify):
+def _tls_context(verify, ca_bundle, client_cert, client_key):
     if not verify:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=_ca_bundle() or certifi.where())
-
-
-def pool(origin, verify=True, ca_bundle=None, client_cert=None, client_key=None):
-    """A thread-safe urllib3 pool for the server at ``origin``, through the proxy the environment names for it.
-
-    For the servers the gateway calls all the time (ThingSpace, the legacy
-    listeners): urllib3 itself, under requests, costs half the CPU of a call
-    through a requests session. It follows no redirect and retries nothing:
-    the caller decides what may be sent again. TLS is verified as requests
-    verifies it (``ca_bundle`` when given, else ``$REQUESTS_CA_BUNDLE``, else
-    certifi's CAs) unless told not to; ``client_cert`` (and its
-    ``client_key``, if separate) for servers that require mutual TLS.
-    """
-    if verify:
-        tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_bundle or _ca_bundle() or certifi.where()}
     else:
-        tls = {"cert_reqs": "CERT_NONE"}
-    options = {"retries": False, "maxsize": 16, "cert_file": client_cert, "key_file": client_key, **tls}
-    proxy = proxies(origin).get(origin.partition(":")[0])
-    return urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+        context = ssl.create_default_context(cafile=ca_bundle or _ca_bundle() or certifi.where())
+    if client_cert:
+        context.load_cert_chain(client_cert, client_key)
+    return context
 
 
 def _ca_bundle():

@@ -24,7 +24,6 @@ import functools
 import json
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -32,10 +31,16 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import urllib3
-
 from gateway import outbound
-from gateway.exceptions import DeliveryStalled, GatewayError, ListenerRefused, StoreUnavailable
+from gateway.exceptions import (
+    ConfigError,
+    ConnectFailed,
+    DeliveryStalled,
+    ExchangeFailed,
+    GatewayError,
+    ListenerRefused,
+    StoreUnavailable,
+)
 from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED, DELIVERY_PASS_COMPLETED
 from gateway.store.group_commit import GroupCommit
 from gateway.store.records import Settlement
@@ -56,8 +61,6 @@ RENEWALS_PER_LEASE = 4
 HOUSEKEEPING_S = 60.0
 # How often an idle worker looks for work other processes stored.
 IDLE_POLL_S = 1.0
-# What OpenSSL said, in the text of the error urllib3 raises: "[SSL: CODE] what (_ssl.c:1006)".
-_OPENSSL_REASON = re.compile(r"\[SSL: \w+\] ([^(']+)")
 
 
 @dataclass(frozen=True)
@@ -82,9 +85,8 @@ class DeliveryWorker:
         self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wakeups = _Wakeups(SENDERS)
         self._stopping = threading.Event()
-        # One thread-safe pool per listener origin, its connections kept alive between deliveries.
-        self._pool = functools.lru_cache(maxsize=64)(self._listener_pool)
-        self._timeout = urllib3.Timeout(connect=settings.timeout_s, read=settings.timeout_s)
+        # One client per listener origin, a connection per sending thread kept alive between deliveries.
+        self._listener = functools.lru_cache(maxsize=64)(self._listener_client)
         # Outcomes the store could not record yet, oldest first: recorded before anything is claimed.
         self._unrecorded = collections.deque()
         self._recording = threading.Lock()
@@ -270,30 +272,41 @@ class DeliveryWorker:
         )
 
     def _post(self, url, envelope):
-        """None when the listener acknowledged; otherwise what went wrong."""
-        origin = urlsplit(url)
-        try:
-            response = self._pool(f"{origin.scheme}://{origin.netloc}").request(
-                "POST",
-                url,
-                body=envelope,
-                headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
-                timeout=self._timeout,
-                # A redirect could lead anywhere, past the listener policy: it is an answer like any non-2xx.
-                redirect=False,
-            )
-        except urllib3.exceptions.SSLError as error:
-            # The usual cause: a listener on a private CA, not in [callbacks] ca_bundle.
-            return f"TLS with the listener failed: {_tls_reason(error)}"
-        except urllib3.exceptions.HTTPError as error:
-            return f"listener unreachable ({_unreachable(error)})"
-        if 200 <= response.status < 300:
-            return None
-        return f"listener answered HTTP {response.status}"
+        """None when the listener acknowledged; otherwise what went wrong.
 
-    def _listener_pool(self, origin):
+        No redirect is followed: it could lead anywhere, past the listener
+        policy, so it is an answer like any non-2xx.
+        """
+        target = urlsplit(url)
+        try:
+            answer = self._listener(f"{target.scheme}://{target.netloc}").request(
+                "POST",
+                target._replace(scheme="", netloc="").geturl() or "/",
+                envelope,
+                {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
+            )
+        except ConnectFailed as error:
+            if error.tls_problem:  # the usual cause: a listener on a private CA, not in [callbacks] ca_bundle
+                return f"TLS with the listener failed: {error.tls_problem}"
+            return f"listener unreachable ({'ConnectTimeout' if error.timed_out else 'ConnectionError'})"
+        except ExchangeFailed as error:
+            return f"listener unreachable ({'ReadTimeout' if error.timed_out else 'ConnectionError'})"
+        except (ConfigError, OSError, ValueError) as error:
+            # A proxy the gateway cannot use, a client certificate OpenSSL cannot load, a URL http.client refuses.
+            return f"listener unreachable ({type(error).__name__}: {error})"
+        if 200 <= answer.status < 300:
+            return None
+        return f"listener answered HTTP {answer.status}"
+
+    def _listener_client(self, origin):
         settings = self._settings
-        return outbound.pool(origin, ca_bundle=settings.ca_bundle, client_cert=settings.client_cert, client_key=settings.client_key)
+        return outbound.KeptAlive(
+            origin,
+            settings.timeout_s,
+            ca_bundle=settings.ca_bundle,
+            client_cert=settings.client_cert,
+            client_key=settings.client_key,
+        )
 
 
 class _Wakeups:
@@ -329,23 +342,3 @@ class _Wakeups:
         with self._condition:
             self._closed = True
             self._condition.notify_all()
-
-
-def _unreachable(error):
-    """What went wrong, in the words operators know from the attempt history (requests' names)."""
-    if isinstance(error, urllib3.exceptions.NewConnectionError):
-        return "ConnectionError"
-    if isinstance(error, urllib3.exceptions.ConnectTimeoutError):
-        return "ConnectTimeout"
-    if isinstance(error, urllib3.exceptions.ReadTimeoutError):
-        return "ReadTimeout"
-    return "ConnectionError"
-
-
-def _tls_reason(error):
-    """What OpenSSL said went wrong, out of the text of the error urllib3 raises."""
-    text = str(error)
-    reason = _OPENSSL_REASON.search(text)
-    if reason:
-        return reason.group(1).strip()
-    return text.rpartition("Caused by ")[2][:200]
