@@ -107,11 +107,26 @@ def _add_request_id(record):
 class _TextFormatter(logging.Formatter):
     def __init__(self):
         super().__init__(TEXT_FORMAT)
+        self._second = None
+        self._second_text = ""
+
+    def formatTime(self, record, datefmt=None):
+        # logging's own layout (``2026-12-02 04:30:38,673``), with the
+        # strftime of the second made once per second rather than once per
+        # line: every request logs its access line.
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime(self.default_time_format, self.converter(second))
+            self._second = second
+        return self.default_msec_format % (self._second_text, record.msecs)
 
     def format(self, record):
         # A message (or a traceback) spanning lines would look like several
         # records, the later ones without time, level or request id.
-        return super().format(record).replace("\r", "\\r").replace("\n", "\\n")
+        line = super().format(record)
+        if "\n" in line or "\r" in line:
+            return line.replace("\r", "\\r").replace("\n", "\\n")
+        return line
 
 
 class _JsonFormatter(logging.Formatter):

@@ -145,6 +145,19 @@ def test_text_keeps_one_record_per_line(output):
     assert " ERROR gateway.test_logs [-] failed\\nTraceback" in lines[1] and lines[1].endswith("ValueError: boom")
 
 
+def test_text_lines_carry_each_record_s_own_time_across_seconds(output):
+    logs.configure("text", stream=output)
+    stamps = [1764650000.25, 1764650000.75, 1764650001.5, 1764650000.125]
+    for created in stamps:
+        record = log.makeRecord(log.name, logging.INFO, __file__, 0, "at %s", (created,), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        log.handle(record)
+
+    plain = logging.Formatter()
+    expected = [plain.formatTime(logging.makeLogRecord({"created": c, "msecs": (c - int(c)) * 1000})) for c in stamps]
+    assert [line.split(" INFO ")[0] for line in output.getvalue().splitlines()] == expected
+
+
 def test_configure_replaces_handlers_and_sets_levels(output):
     logs.configure("text", stream=io.StringIO())
     logs.configure("json", level="warning", stream=output)

@@ -15,6 +15,7 @@ from gateway.exceptions import GatewayError, StoreUnavailable
 from gateway.logs import RateLimited, current_request_id, excerpt
 from gateway.metrics import SOAP_REQUESTS
 from gateway.soap import basic_http
+from gateway.soap.events import ListenersOnlyEventManager
 from gateway.soap.faults import ServerFault, fault_outcome, is_client_fault, to_fault
 from gateway.soap.protocol import WcfSoap11
 from gateway.soap.services import SERVICES
@@ -50,6 +51,7 @@ class GatewayApplication(Application):
         self.transport = ns.SOAP_HTTP_TRANSPORT
         self.runtime = runtime
         self.interface.docs.wsdl11.build_interface_document(ADDRESS_PLACEHOLDER)
+        self.event_manager = ListenersOnlyEventManager(self, self.event_manager.handlers)
         self.event_manager.add_listener("method_exception_object", _log_fault)
 
     def call_wrapper(self, ctx):
@@ -115,6 +117,7 @@ class ServiceEndpoint(WsgiApplication):
         super().__init__(app, max_content_length=max_body_bytes)
         self.path = path
         self._public_url = public_url
+        self.event_manager = ListenersOnlyEventManager(self, self.event_manager.handlers)
         self.event_manager.add_listener("wsgi_close", _unlink_contexts)
 
     def __call__(self, req_env, start_response, wsgi_url=None):
