@@ -17,6 +17,10 @@ class ConfigError(GatewayError):
         super().__init__(f"[{section}] {key}: {problem}")
 
 
+class ProxyUnusable(GatewayError):
+    """The environment names a proxy the gateway cannot speak to (an ``https://`` one): the caller says which setting it serves."""
+
+
 class RequestInvalid(GatewayError):
     """The legacy request breaks a rule of the legacy contract.
 

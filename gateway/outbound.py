@@ -19,7 +19,7 @@ import certifi
 from requests.utils import get_environ_proxies
 from urllib3.util.wait import wait_for_read
 
-from gateway.exceptions import ConfigError, ConnectFailed, ExchangeFailed
+from gateway.exceptions import ConnectFailed, ExchangeFailed, ProxyUnusable
 
 Answer = namedtuple("Answer", "status data")
 # What OpenSSL said, in the text of an ssl.SSLError: "[SSL: CODE] what (_ssl.c:1006)".
@@ -57,7 +57,7 @@ class KeptAlive:
         if proxy is not None:
             proxy_url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
             if proxy_url.scheme != "http":
-                raise ConfigError("upstream", "base_url", f"its proxy must be an http:// one, not {proxy_url.scheme}://")
+                raise ProxyUnusable(f"its proxy must be an http:// one, not {proxy_url.scheme}://")
             if self._tls is None:  # forwarded: the proxy gets the whole URL
                 self._prefix = f"{url.scheme}://{url.netloc}{self._prefix}"
             else:

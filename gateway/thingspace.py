@@ -11,7 +11,14 @@ import time
 from urllib.parse import quote, urlencode
 
 from gateway import outbound
-from gateway.exceptions import ConnectFailed, ExchangeFailed, UpstreamError, UpstreamUnavailable
+from gateway.exceptions import (
+    ConfigError,
+    ConnectFailed,
+    ExchangeFailed,
+    ProxyUnusable,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from gateway.metrics import UPSTREAM_SECONDS
 from gateway.xmlchars import xml_safe
 
@@ -49,7 +56,10 @@ class ThingSpace:
         credentials = f"{upstream.oauth_client_id}:{upstream.oauth_client_secret}".encode()
         self._client_auth = "Basic " + base64.b64encode(credentials).decode("ascii")
         self._timeout = upstream.timeout_s
-        self._http = outbound.KeptAlive(upstream.base_url, upstream.timeout_s, upstream.verify_tls)
+        try:
+            self._http = outbound.KeptAlive(upstream.base_url, upstream.timeout_s, upstream.verify_tls)
+        except ProxyUnusable as error:
+            raise ConfigError("upstream", "base_url", str(error)) from None
         self._token_lock = threading.Lock()
         self._token = None
         self._token_renew_at = 0.0

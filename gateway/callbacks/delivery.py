@@ -33,12 +33,12 @@ from urllib.parse import urlsplit
 
 from gateway import outbound
 from gateway.exceptions import (
-    ConfigError,
     ConnectFailed,
     DeliveryStalled,
     ExchangeFailed,
     GatewayError,
     ListenerRefused,
+    ProxyUnusable,
     StoreUnavailable,
 )
 from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED, DELIVERY_PASS_COMPLETED
@@ -291,7 +291,7 @@ class DeliveryWorker:
             return f"listener unreachable ({'ConnectTimeout' if error.timed_out else 'ConnectionError'})"
         except ExchangeFailed as error:
             return f"listener unreachable ({'ReadTimeout' if error.timed_out else 'ConnectionError'})"
-        except (ConfigError, OSError, ValueError) as error:
+        except (ProxyUnusable, OSError, ValueError) as error:
             # A proxy the gateway cannot use, a client certificate OpenSSL cannot load, a URL http.client refuses.
             return f"listener unreachable ({type(error).__name__}: {error})"
         if 200 <= answer.status < 300:
