@@ -94,6 +94,9 @@ def test_every_thread_outlives_a_failing_store_and_nothing_acknowledged_is_sent_
     caplog.set_level(logging.INFO)
     store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
     listener.delay_s = 1.5  # the first delivery is in flight when the store fails
+    # A timeout well past that delay: a loaded machine must not turn the slow
+    # acknowledgement into a failed attempt, which is rightly sent again.
+    delivery_settings = settings(timeout_s=5)
     deliveries_before, sender_restarts, renewal_restarts = (
         CALLBACKS_DELIVERED._value.get(), restarts("callback-delivery"), restarts("claim-renewal")
     )
@@ -101,7 +104,7 @@ def test_every_thread_outlives_a_failing_store_and_nothing_acknowledged_is_sent_
     def logged(phrase):
         return [record.getMessage() for record in caplog.records if phrase in record.getMessage()]
 
-    worker = running_worker(store, settings())
+    worker = running_worker(store, delivery_settings)
     try:
         add(store, "r-before")
         wait_until(lambda: store.counts()["claimed"] == 1, what="the claim")
@@ -121,7 +124,7 @@ def test_every_thread_outlives_a_failing_store_and_nothing_acknowledged_is_sent_
         # Each failed thread says it recovered once its next step returns: a
         # sender after its back-off (up to 2 s) and an idle wait (1 s).
         wait_until(lambda: len(logged("recovered after")) >= len(logged("retrying with back-off")), what="every recovery")
-        time.sleep(settings().callbacks.claim_lease_s / 10)  # a resend of r-before would show up here
+        time.sleep(delivery_settings.callbacks.claim_lease_s / 10)  # a resend of r-before would show up here
     finally:
         worker.stop(timeout=5)
     # Acknowledged during the outage: recorded when the store came back, never sent again.
