@@ -3,9 +3,13 @@
 A real ``python -m gateway serve`` process (its default serving, SQLite store in
 a temporary directory, callback credentials from M2MGW_CALLBACKS_USERNAME /
 PASSWORD, the listener's registration written into the store file before it
-starts) receives COUNT distinct goToState callbacks from C closed-loop posters.
-A local listener (a child process, bench.common.serve_http) answers 200 at
-once and timestamps each arrival. Times are CLOCK_MONOTONIC, which all
+starts) receives COUNT distinct goToState callbacks from C closed-loop posters:
+wrk (Debian's, with bench/post_callbacks.lua: a thread and a connection per
+poster, each callback posted once) if it is on PATH, else C threads of this
+process (--generator python). The posters share the machine's CPUs with the
+gateway: the Python ones take 0.2-0.3 ms of CPU a callback, wrk less than
+0.1 ms. A local listener (a child process, bench.common.serve_http) answers
+200 at once and timestamps each arrival. Times are CLOCK_MONOTONIC, which all
 processes of the machine share.
 
 accepted/s   2xx answers (each one a callback committed to the store) per second,
@@ -17,14 +21,23 @@ latency      listener arrival - the poster's 2xx, matched by requestId
 The listener (asyncio, one thread) costs about 0.1 ms of CPU a callback: at
 1,000/s a tenth of a CPU, never the bottleneck; its CPU is reported.
 
-    python -m bench.callback_bridge [--count 5000] [--posters 8] [--store sqlite|postgresql] [--profile]
+The paced phase (--paced-count callbacks at --paced-rate/s, 4 connections) is
+paced by the same posters: the Lua script's delay(), or the Python threads' sleep.
+
+    python -m bench.callback_bridge [--count 5000] [--posters 8] [--store sqlite|postgresql] [--generator wrk|python] [--profile]
 """
 
 import argparse
 import contextlib
 import cProfile
+import functools
 import json
+import os
 import re
+import resource
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,6 +74,8 @@ CALLBACK_PASSWORD = "bench-callback-password"
 WARM_UP = 50
 DRAIN_TIMEOUT_S = 180
 POST_TIMEOUT_S = 240
+PACED_POSTERS = 4
+WRK_SCRIPT = ROOT / "bench" / "post_callbacks.lua"
 _REQUEST_ID = re.compile(rb"<RequestId>([^<]*)</RequestId>")
 
 
@@ -151,18 +166,81 @@ def store_location(kind, workdir):
 # -- posting ----------------------------------------------------------------------------------
 
 
-def post_all(port, jobs, posters):
-    """Jobs are (requestId, body) or (requestId, body, due): due seconds after the start, not before."""
+def post_all(generator, port, jobs, posters, rate=None, workdir=None):
+    """Post each job ((requestId, body)) once from ``posters`` closed-loop connections, job n not before
+    n / ``rate`` seconds after the first when paced. Returns (results, CPU seconds of the posters):
+    results are (job, first try, answer, status) with time.monotonic() times, status None when the
+    connection failed twice; a job never posted (the time bound ran out) has none."""
+    if generator == "wrk":
+        return post_with_wrk(port, jobs, posters, rate, workdir)
+    return post_with_threads(port, jobs, posters, rate)
+
+
+def post_with_threads(port, jobs, posters, rate):
     headers = {"Content-Type": "application/json"}
+    cpu = own_cpu_seconds()
     started = time.monotonic()
 
     def send(connection, job):
-        if len(job) == 3:
-            time.sleep(max(0.0, started + job[2] - time.monotonic()))
+        if rate:
+            time.sleep(max(0.0, started + job[2] / rate - time.monotonic()))
         status, _ = connection.request("POST", CALLBACK_PATH, job[1], headers)
         return status
 
-    return closed_loop(posters, port, send, jobs=jobs, duration_s=POST_TIMEOUT_S)
+    numbered = [(rid, body, number) for number, (rid, body) in enumerate(jobs)]
+    results, _ = closed_loop(posters, port, send, jobs=numbered, duration_s=POST_TIMEOUT_S)
+    return [(job[:2], *rest) for job, *rest in results], own_cpu_seconds() - cpu
+
+
+def post_with_wrk(port, jobs, posters, rate, workdir):
+    """wrk with bench/post_callbacks.lua, one thread per connection; its records read back."""
+    bodies, records, answered = workdir / "callbacks.jsonl", workdir / "posted.txt", workdir / "answered"
+    if any(b"\n" in body for _, body in jobs):
+        raise ValueError("a body with a line break cannot go into the bodies file")
+    bodies.write_bytes(b"".join(body + b"\n" for _, body in jobs))
+    records.unlink(missing_ok=True)
+    answered.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "BENCH_CALLBACK_BODIES": str(bodies),
+        "BENCH_CALLBACK_RECORDS": str(records),
+        "BENCH_CALLBACK_ANSWERED": str(answered),
+    }
+    if rate:
+        env["BENCH_CALLBACK_RATE"] = str(rate)
+    connections = min(posters, len(jobs))
+    argv = [
+        "wrk", "-t", str(connections), "-c", str(connections), "-d", f"{POST_TIMEOUT_S}s", "--timeout", "10s",
+        "-s", str(WRK_SCRIPT), f"http://{HOST}:{port}{CALLBACK_PATH}",
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as wrk:
+        output = _until_answered(wrk, answered, POST_TIMEOUT_S + 30)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if wrk.returncode != 0 or not records.exists():
+        raise SystemExit(f"wrk failed ({wrk.returncode}):\n{output}")
+    results = []
+    for line in records.read_text().splitlines():
+        number, status, first_try, answer = line.split()
+        results.append((jobs[int(number) - 1], float(first_try), float(answer), int(status) or None))
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return results, cpu
+
+
+def _until_answered(wrk, answered, timeout_s):
+    """wrk's output once it has ended: by SIGINT, again and again until it does, once the ``answered`` file
+    says every callback is (before wrk's handler is in place a SIGINT is ignored), or by -d; killed after
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return wrk.communicate(timeout=0.05)[0]
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                wrk.kill()
+                raise
+            if answered.exists():
+                wrk.send_signal(signal.SIGINT)
 
 
 def jobs_for(prefix, count):
@@ -182,6 +260,8 @@ def main(argv=None):
                         help="the gateway's store: a SQLite file, or a database of a throwaway PostgreSQL server")
     parser.add_argument("--profile", action="store_true", help="also profile the receiver and the delivery worker in-process")
     parser.add_argument("--profile-count", type=int, default=1000)
+    parser.add_argument("--generator", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python",
+                        help="the posters: wrk with bench/post_callbacks.lua, or threads of this process")
     parser.add_argument("--listener-child", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.listener_child:
@@ -214,16 +294,18 @@ def main(argv=None):
         gateway = Child(python_module("gateway", "serve"), env=env, log_path=workdir / "gateway.log", port=gateway_port).start()
 
         # Warm-up: connections, worker threads, the store's first writes.
-        warm, _ = post_all(gateway_port, jobs_for("warm", WARM_UP), args.posters)
+        warm, _ = post_all(args.generator, gateway_port, jobs_for("warm", WARM_UP), args.posters, workdir=workdir)
         if sum(1 for *_, status in warm if status == 200) != WARM_UP:
             raise SystemExit(f"warm-up callbacks were refused: {[s for *_, s in warm][:10]}\n{gateway.log()[-2000:]}")
         if not wait_for_arrivals(listener_port, WARM_UP, 30):
             raise SystemExit(f"warm-up callbacks were not delivered\n{gateway.log()[-2000:]}")
 
+        post = functools.partial(post_all, args.generator, gateway.port, workdir=workdir)
         phases = [
-            measure_phase(f"burst: {args.count:,} callbacks, {args.posters} closed-loop posters", "burst", args.count, args.posters, None, gateway, listener),
+            measure_phase(f"burst: {args.count:,} callbacks, {args.posters} closed-loop posters", "burst", args.count, args.posters, None, post, gateway, listener),
             measure_phase(
-                f"paced: {args.paced_count:,} callbacks at {args.paced_rate:g}/s", "paced", args.paced_count, 4, args.paced_rate, gateway, listener
+                f"paced: {args.paced_count:,} callbacks at {args.paced_rate:g}/s", "paced", args.paced_count, PACED_POSTERS, args.paced_rate, post,
+                gateway, listener,
             ),
         ]
         gateway.stop()
@@ -248,7 +330,7 @@ def main(argv=None):
     )
     lost = sum(phase["lost"] for phase in phases)
     print_targets(
-        f"callback bridge ({args.store}, {args.posters} posters)",
+        f"callback bridge ({args.store}, {args.posters} posters: {args.generator})",
         [
             ("callbacks accepted per second (burst)", f"≥ {ACCEPTED_TARGET:,}", f"{burst['accepted_rate']:,.0f}", burst["accepted_rate"] >= ACCEPTED_TARGET),
             ("callbacks delivered per second (burst)", f"≥ {DELIVERED_TARGET:,}", f"{burst['delivered_rate']:,.0f}", burst["delivered_rate"] >= DELIVERED_TARGET),
@@ -265,16 +347,13 @@ def main(argv=None):
     return 0
 
 
-def measure_phase(title, prefix, count, posters, rate, gateway, listener):
-    """Post ``count`` callbacks (closed loop, or at ``rate`` per second), wait until all are delivered."""
+def measure_phase(title, prefix, count, posters, rate, post, gateway, listener):
+    """Post ``count`` callbacks with ``post`` (closed loop, or at ``rate`` per second), wait until all are delivered."""
     jobs = jobs_for(prefix, count)
-    if rate:
-        jobs = [(rid, body, number / rate) for number, (rid, body) in enumerate(jobs)]
     already = _get(listener.port, "/_count")
     background = Background([gateway.pid, listener.pid])
-    gateway_cpu, listener_cpu, poster_cpu = cpu_seconds(gateway.pid), cpu_seconds(listener.pid), own_cpu_seconds()
-    results, _ = post_all(gateway.port, jobs, posters)
-    posted_cpu = own_cpu_seconds() - poster_cpu
+    gateway_cpu, listener_cpu = cpu_seconds(gateway.pid), cpu_seconds(listener.pid)
+    results, posted_cpu = post(jobs, posters, rate)
     drained = wait_for_arrivals(listener.port, already + count, DRAIN_TIMEOUT_S)
     background.stop()
     gateway_cpu, listener_cpu = cpu_seconds(gateway.pid) - gateway_cpu, cpu_seconds(listener.pid) - listener_cpu
@@ -308,7 +387,8 @@ def measure_phase(title, prefix, count, posters, rate, gateway, listener):
         f"after the first post (latency min {min(latencies, default=float('nan')):.1f} ms, max "
         f"{max(latencies, default=float('nan')):.0f} ms){'' if drained else f'; NOT ALL DELIVERED within {DRAIN_TIMEOUT_S} s'}; "
         f"CPU: gateway (all its processes) {gateway_cpu:.2f} s = {gateway_cpu * 1000 / max(len(arrived), 1):.2f} ms per "
-        f"callback received and delivered, listener {listener_cpu:.2f} s, posters {posted_cpu:.2f} s; {background.note()}"
+        f"callback received and delivered, listener {listener_cpu:.2f} s, posters {posted_cpu:.2f} s = "
+        f"{posted_cpu * 1000 / max(len(results), 1):.3f} ms per callback posted; {background.note()}"
     )
     lost = sum(1 for rid in accepted if rid not in arrived)
     return {
