@@ -8,12 +8,11 @@ write lock up front, so concurrent writers (other threads, other processes)
 queue on the busy timeout instead of failing halfway through a
 read-then-write. That lock is also what keeps two claimers off the same entry.
 
-A process's writes run one at a time, each on the writer connection of its
-durability (one flushed, one not), whichever thread makes it; reads run on a
-connection per thread. One writer keeps its page cache and its prepared
-statements from one transaction to the next (a connection per thread found
-its cache stale at nearly every write, as another had written since), and
-its settings never change: no PRAGMA to switch per transaction.
+A process's writes run one at a time on its one writer connection,
+whichever thread makes them; reads run on a connection per thread. The
+writer keeps its page cache and its prepared statements from one
+transaction to the next: a connection per thread found its cache stale at
+nearly every write, as another connection had written since.
 """
 
 import os
@@ -115,7 +114,7 @@ class SqliteStore(SqlStore):
         self._lock = threading.Lock()
         self._writing = threading.Lock()
         self._connections = {}  # thread -> its reading connection
-        self._writers = {}  # flushed (bool) -> the writer connection; used under self._writing only
+        self._writer_db = None  # the writer connection, used under self._writing only
         self._closed = False
         super().__init__(lazy, secret_keys)
 
@@ -132,10 +131,10 @@ class SqliteStore(SqlStore):
     def close(self):
         with self._lock:
             self._closed = True
-            for db in [*self._connections.values(), *self._writers.values()]:
+            for db in [*self._connections.values(), *filter(None, [self._writer_db])]:
                 db.close()
             self._connections.clear()
-            self._writers.clear()
+            self._writer_db = None
 
     def health(self):
         super().health()
@@ -151,7 +150,11 @@ class SqliteStore(SqlStore):
         if not self._writing.acquire(timeout=self._busy_timeout_s):
             raise sqlite3.OperationalError("database is locked: this process's other writers held it too long")
         try:
-            db = self._writer(flushed)
+            db = self._writer()
+            if not flushed:
+                # In WAL mode: committed without waiting for the disk; the next
+                # FULL commit or checkpoint flushes it.
+                db.execute("PRAGMA synchronous = NORMAL")
             try:
                 _begin(db, deadline, self._busy_timeout_s)
                 yield db
@@ -160,8 +163,11 @@ class SqliteStore(SqlStore):
                 try:
                     db.rollback()
                 except sqlite3.Error:  # no knowing what state it is in: never hand it out again
-                    self._drop_writer(flushed)
+                    self._drop_writer()
                 raise
+            finally:
+                if not flushed and self._writer_db is db:  # not if it was dropped
+                    db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
         finally:
             self._writing.release()
 
@@ -194,24 +200,19 @@ class SqliteStore(SqlStore):
             db = self._local.db = self._connect()
         return db
 
-    def _writer(self, flushed):
-        """The writer connection of that durability; the caller holds ``self._writing``."""
-        db = self._writers.get(flushed)
-        if db is None:
+    def _writer(self):
+        """The writer connection; the caller holds ``self._writing``."""
+        if self._writer_db is None:
             with self._lock:
                 if self._closed:
                     raise StoreClosed("the store is closed")
-                db = self._writers[flushed] = self._open(
-                    # Unflushed, in WAL mode: committed without waiting for the disk;
-                    # the next flushed commit or checkpoint flushes it.
-                    synchronous=SYNCHRONOUS if flushed else "NORMAL",
-                    busy_timeout_s=0,  # _begin waits for the write lock, and nothing else waits
-                )
-        return db
+                # No busy handler: _begin waits for the write lock, and nothing else waits for one.
+                self._writer_db = self._open(SYNCHRONOUS, busy_timeout_s=0)
+        return self._writer_db
 
-    def _drop_writer(self, flushed):
+    def _drop_writer(self):
         with self._lock:
-            db = self._writers.pop(flushed, None)
+            db, self._writer_db = self._writer_db, None
         if db is not None:
             db.close()
 
@@ -228,7 +229,7 @@ class SqliteStore(SqlStore):
 
     def _open(self, synchronous, busy_timeout_s):
         # isolation_level=None: no implicit transactions, ours are explicit.
-        # check_same_thread=False: so that writers serve every thread, and
+        # check_same_thread=False: so that the writer serves every thread, and
         # close() and the sweep in _connect can close another thread's connection.
         db = sqlite3.connect(self._path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
         # Per connection, not stored in the file.
