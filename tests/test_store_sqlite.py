@@ -1,4 +1,4 @@
-"""What only the SQLite store does: the file, its PRAGMAs, its connections (a writer per durability, a reader per thread).
+"""What only the SQLite store does: the file, its PRAGMAs, its connections (one writer, a reader per thread).
 
 Everything both backends do is in test_store_contract.py.
 """
