@@ -134,6 +134,63 @@ def test_settlements_of_a_batch_are_each_recorded_or_refused_on_their_own(tmp_pa
         store.close()
 
 
+class CountingStore(SqliteStore):
+    """The real store, counting how many rows each of its outbox transactions wrote."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches = []
+
+    def write_outbox(self, rows):
+        self.batches.append(len(rows))
+        return super().write_outbox(rows)
+
+
+def claimed_entry(store):
+    store.put_registration(ACCOUNT, SERVICE, "http://127.0.0.1:9/listener", "legacy", "pw")
+    assert store.add_callbacks([received(0)]) == [True]
+    (claimed,) = store.claim_due("me", time.time(), 10, 1)
+    return claimed
+
+
+def test_the_receivers_callbacks_and_the_workers_outcomes_queued_together_share_one_transaction(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    store = CountingStore(path, busy_timeout_s=10)
+    try:
+        claimed = claimed_entry(store)
+        receipts, outcomes = store.outbox_writes(5, "the callback"), store.outbox_writes(10, "the delivery outcome")
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            with WriteLock(path):
+                first = pool.submit(receipts.write, received(1))
+                wait_until(lambda: store.batches == [1], what="the first transaction")
+                settled = pool.submit(outcomes.write, Settlement(claimed.id, "me", time.time()))
+                duplicate = pool.submit(receipts.write, received(0))
+                wait_until(lambda: queued(receipts) == 2, what="the outcome and the callback queued together")
+            results = [future.result(timeout=10) for future in (first, settled, duplicate)]
+        assert results == [True, True, False]
+        assert store.batches == [1, 2]
+        assert store.counts() == {"pending": 1, "claimed": 0, "delivered": 1, "dead": 0}
+    finally:
+        store.close()
+
+
+def test_a_locked_store_fails_the_callbacks_and_the_outcomes_of_a_shared_transaction_and_writes_none(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    store = SqliteStore(path, busy_timeout_s=0.3)
+    try:
+        claimed = claimed_entry(store)
+        receipts, outcomes = store.outbox_writes(5, "the callback"), store.outbox_writes(10, "the delivery outcome")
+        settlement = Settlement(claimed.id, "me", time.time())
+        with WriteLock(path), concurrent.futures.ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(receipts.write, received(1)), pool.submit(outcomes.write, settlement)]
+            errors = [future.exception(timeout=10) for future in futures]
+        assert all(isinstance(error, StoreUnavailable) and "database is locked" in str(error) for error in errors), errors
+        assert store.counts() == {"pending": 0, "claimed": 1, "delivered": 0, "dead": 0}
+        assert outcomes.write(settlement) is True and receipts.write(received(1)) is True  # the lock gone: written
+    finally:
+        store.close()
+
+
 def test_concurrent_callbacks_refused_503_while_the_store_is_locked_are_stored_once_when_sent_again(tmp_path):
     path = tmp_path / "store.sqlite3"
     store = SqliteStore(path, busy_timeout_s=0.3)

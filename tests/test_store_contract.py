@@ -35,6 +35,7 @@ from gateway.store import (
     StoreClosed,
     open_store,
 )
+from gateway.store.records import ReceivedCallback, Settlement
 
 SPAWN = multiprocessing.get_context("spawn")
 PROCESS_TIMEOUT_S = 60
@@ -401,6 +402,27 @@ def test_the_attempt_of_a_worker_that_lost_its_claim_is_not_recorded(store):
     assert store.request_callbacks("request-a")[0].attempts == ()
     assert store.mark_delivered(second.id, "takes-over", NOW + 12, url=URL, duration_s=0.1) is True
     assert [attempt.number for attempt in store.request_callbacks("request-a")[0].attempts] == [1]
+
+
+def test_callbacks_received_and_outcomes_settled_are_written_in_one_transaction_each_with_its_result(store):
+    register(store)
+    add(store, "a")
+    add(store, "b")
+    lost, mine = store.claim_due("w", NOW, lease_s=10, limit=10)
+    # Both leases ran out; the oldest entry was taken over, the other is still "w"'s to settle.
+    assert store.claim_due("takes-over", NOW + 11, lease_s=10, limit=1)[0].id == lost.id
+    rows = [
+        Settlement(mine.id, "w", NOW + 12, url=URL, duration_s=0.1),
+        ReceivedCallback("c", ACCOUNT, SERVICE, "request-c", "{}", NOW + 12),
+        Settlement(lost.id, "w", NOW + 12, url=URL, duration_s=0.1),
+        ReceivedCallback("a", ACCOUNT, SERVICE, "request-a", "{}", NOW + 12),  # stored before: a duplicate
+    ]
+    assert store.write_outbox(rows) == [True, True, False, False]
+    assert store.counts() == {"pending": 1, "claimed": 1, "delivered": 1, "dead": 0}
+    assert [(a.number, a.ok) for a in store.request_callbacks(mine.request_id)[0].attempts] == [(1, True)]
+    assert store.request_callbacks(lost.request_id)[0].attempts == ()
+    with pytest.raises(TypeError):
+        store.write_outbox([("not", "a row")])
 
 
 def test_attempts_are_numbered_afresh_after_an_operator_retry(store):

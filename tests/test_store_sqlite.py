@@ -1,4 +1,4 @@
-"""What only the SQLite store does: the file, its PRAGMAs, its per-thread connections.
+"""What only the SQLite store does: the file, its PRAGMAs, its connections (one writer, a reader per thread).
 
 Everything both backends do is in test_store_contract.py.
 """
@@ -36,13 +36,28 @@ def test_the_schema_is_created_on_first_open_in_wal_mode(path):
     assert {"settings", "registrations", "requests", "outbox", "attempts"} <= tables
 
 
-def test_every_connection_syncs_in_full_so_an_acknowledged_callback_survives_power_loss(store):
-    def synchronous():
-        return store._connection().execute("PRAGMA synchronous").fetchone()[0]
+def synchronous_of_writes(store, flushed=True):
+    """PRAGMA synchronous of the connection a write of the store runs on."""
+    with store._write(flushed=flushed) as db:
+        return db.execute("PRAGMA synchronous").fetchone()[0]
 
+
+def test_every_flushed_write_syncs_in_full_from_any_thread_so_an_acknowledged_callback_survives_power_loss(store):
+    store.add_callback("k", "a", "StateService", "r", "{}", 1000.0)
     with ThreadPoolExecutor(1) as pool:
-        in_another_thread = pool.submit(synchronous).result()
-    assert synchronous() == in_another_thread == 2  # FULL
+        in_another_thread = pool.submit(synchronous_of_writes, store).result()
+    assert synchronous_of_writes(store) == in_another_thread == 2  # FULL
+    assert store._connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # and a reader's, were it to write
+
+
+def test_writes_from_every_thread_share_one_writer_so_its_cache_stays_warm(store):
+    def writer():
+        with store._write() as db:
+            return db
+
+    with ThreadPoolExecutor(2) as pool:
+        writers = {pool.submit(writer).result() for _ in range(4)}
+    assert writers == {writer()}
 
 
 def test_a_file_with_a_newer_schema_is_refused(path):
@@ -69,18 +84,16 @@ def test_connections_of_finished_threads_are_closed_and_close_closes_them_all(st
 
 
 def test_the_unflushed_request_memory_leaves_every_other_commit_flushed(store, path):
-    def synchronous():
-        return store._connection().execute("PRAGMA synchronous").fetchone()[0]
-
     store.remember_request("r", {}, 1000.0, account="a", devices=1)
-    assert synchronous() == 2  # FULL again, for the outbox's commits
+    assert synchronous_of_writes(store) == 2  # FULL, for the outbox's commits
+    assert synchronous_of_writes(store, flushed=False) == 1  # NORMAL: not waiting for the disk
     store.remember_request("spelled", {"imei": "Imei"}, 1000.0)
-    assert synchronous() == 2
+    assert synchronous_of_writes(store) == 2
     with sqlite3.connect(path) as db:
         db.execute("CREATE TRIGGER refuse BEFORE INSERT ON requests BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
     with pytest.raises(sqlite3.DatabaseError, match="disk trouble"):
         store.remember_request("s", {}, 1000.0)
-    assert synchronous() == 2
+    assert synchronous_of_writes(store) == 2
     assert store.forwarded_request("r").devices == 1
 
 
@@ -91,7 +104,8 @@ def test_a_claim_costs_the_same_behind_a_backlog_of_thousands_as_behind_a_few(st
     def steps_of_a_claim(backlog):
         store.add_callbacks(received[:backlog])
         steps = []
-        connection = store._connection()
+        with store._write(flushed=False) as connection:  # the claim's connection
+            pass
         connection.set_progress_handler(lambda: steps.append(1), 100)  # SQLite's own count of its work
         try:
             claimed = store.claim_due("w", 10_000.0, 10, 10)

@@ -42,7 +42,6 @@ from gateway.exceptions import (
     StoreUnavailable,
 )
 from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED, DELIVERY_PASS_COMPLETED
-from gateway.store.group_commit import GroupCommit
 from gateway.store.records import Settlement
 from gateway.supervise import supervised_thread
 from gateway.translate import callback
@@ -90,10 +89,11 @@ class DeliveryWorker:
         # Outcomes the store could not record yet, oldest first: recorded before anything is claimed.
         self._unrecorded = collections.deque()
         self._recording = threading.Lock()
-        # The senders' outcomes recorded together: one transaction for what they settled meanwhile.
-        # Waiting up to a lease: meanwhile the claims stay renewed.
+        # The senders' outcomes recorded together, and with the callbacks received
+        # meanwhile: one transaction for all of them. Waiting up to a lease:
+        # meanwhile the claims stay renewed.
         self._lease_s = settings.claim_lease_s
-        self._settlements = GroupCommit(store.settle, self._lease_s, "the delivery outcome")
+        self._settlements = store.outbox_writes(self._lease_s, "the delivery outcome")
         # The entries this worker is sending or has yet to record, and since when: the leases it renews.
         self._held = {}
         # A sender that hangs must not hold its claims for ever: past this, they lapse.

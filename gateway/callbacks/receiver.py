@@ -20,7 +20,6 @@ from gateway.client_address import within
 from gateway.exceptions import RequestInvalid, StoreUnavailable
 from gateway.logs import RateLimited
 from gateway.metrics import CALLBACKS_RECEIVED
-from gateway.store.group_commit import GroupCommit
 from gateway.store.records import ReceivedCallback
 from gateway.translate import callback
 
@@ -42,8 +41,9 @@ class CallbackReceiver:
 
     def __init__(self, store, credentials, allowed_sources=(), on_stored=None):
         """``allowed_sources``: the networks callbacks may come from; empty, any."""
-        # Concurrent callbacks committed together: one wait for the disk for all of them.
-        self._receipts = GroupCommit(store.add_callbacks, COMMIT_WAIT_S, "the callback")
+        # Concurrent callbacks committed together, and with the delivery outcomes
+        # recorded meanwhile: one wait for the disk for all of them.
+        self._receipts = store.outbox_writes(COMMIT_WAIT_S, "the callback")
         self._credentials = credentials
         self._allowed_sources = allowed_sources
         self._on_stored = on_stored or (lambda: None)

@@ -15,6 +15,7 @@ this only for writes that are harmless to repeat (a callback's dedupe key, a
 settlement only the claim's holder can make).
 """
 
+import copy
 import threading
 import time
 
@@ -46,6 +47,13 @@ class GroupCommit:
         self._queue_lock = threading.Lock()
         self._writing = threading.Lock()
 
+    def sharing(self, wait_s, what):
+        """Another caller's GroupCommit of the same rows: its rows and this one's go in the same
+        transactions, each caller waiting its own ``wait_s``."""
+        shared = copy.copy(self)  # the queue, its locks and write_rows are the same objects
+        shared._wait_s, shared._what = wait_s, what
+        return shared
+
     def write(self, row):
         """``row``'s result, once the transaction it went in committed; its error if that failed."""
         waiter = _Waiter(row)
@@ -75,7 +83,8 @@ class GroupCommit:
 
     def _write_queued(self):
         with self._queue_lock:
-            batch, self._queued = self._queued[:MAX_ROWS], self._queued[MAX_ROWS:]
+            batch = self._queued[:MAX_ROWS]
+            del self._queued[:MAX_ROWS]  # in place: callers sharing the queue see it too
         try:
             results = self._write_rows([waiter.row for waiter in batch])
         except Exception as error:  # noqa: BLE001 - every waiter of the batch gets it, none is left waiting

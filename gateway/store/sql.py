@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from gateway.exceptions import ConfigError, StoreUnavailable
 from gateway.metrics import STORE_ERRORS
+from gateway.store.group_commit import GroupCommit
 from gateway.store.sealing import InvalidToken, Plaintext, SecretBox
 from gateway.store.records import (
     CLAIMED,
@@ -97,6 +98,8 @@ class SqlStore(ABC):
         self._resealed = False  # whether preparing sealed secrets anew: their old form may linger on disk
         self._prepared = False
         self._preparing = threading.Lock()
+        self._outbox_writes = None  # the GroupCommit every outbox_writes() shares
+        self._outbox_writes_lock = threading.Lock()
         if not lazy:
             self._ensure_prepared()
 
@@ -236,30 +239,34 @@ class SqlStore(ABC):
 
         A dedupe key twice in ``callbacks`` is stored once, the second is a duplicate.
         """
+        with self._write() as db:
+            return self._add_callbacks(db, callbacks)
+
+    @staticmethod
+    def _add_callbacks(db, callbacks):
         # Keys inserted in their order: two transactions inserting the same keys
         # (a re-sent callback in two processes) wait for each other, never deadlock.
         order = sorted(range(len(callbacks)), key=lambda n: callbacks[n].dedupe_key)
         stored = [False] * len(callbacks)
-        with self._write() as db:
-            for n in order:
-                received = callbacks[n]
-                stored[n] = (
-                    db.execute(
-                        f"""INSERT INTO outbox
-                        (dedupe_key, account, service, request_id, body, state, attempts, received_at, next_attempt_at)
-                        VALUES (:dedupe_key, :account, :service, :request_id, :body, '{PENDING}', 0, :now, :now)
-                        ON CONFLICT (dedupe_key) DO NOTHING""",
-                        {
-                            "dedupe_key": received.dedupe_key,
-                            "account": received.account,
-                            "service": received.service,
-                            "request_id": received.request_id,
-                            "body": received.body,
-                            "now": received.received_at,
-                        },
-                    ).rowcount
-                    == 1
-                )
+        for n in order:
+            received = callbacks[n]
+            stored[n] = (
+                db.execute(
+                    f"""INSERT INTO outbox
+                    (dedupe_key, account, service, request_id, body, state, attempts, received_at, next_attempt_at)
+                    VALUES (:dedupe_key, :account, :service, :request_id, :body, '{PENDING}', 0, :now, :now)
+                    ON CONFLICT (dedupe_key) DO NOTHING""",
+                    {
+                        "dedupe_key": received.dedupe_key,
+                        "account": received.account,
+                        "service": received.service,
+                        "request_id": received.request_id,
+                        "body": received.body,
+                        "now": received.received_at,
+                    },
+                ).rowcount
+                == 1
+            )
         return stored
 
     def claim_due(self, worker, now, lease_s, limit):
@@ -328,14 +335,48 @@ class SqlStore(ABC):
         counted: that of a worker that lost its claim is not recorded, as
         another worker now owns the entry and its history.
         """
+        with self._write() as db:
+            return self._settle_all(db, settlements)
+
+    def _settle_all(self, db, settlements):
         # Rows locked in the order of their ids, as renew_claims locks them: two
         # transactions of several rows each can never wait for each other.
         order = sorted(range(len(settlements)), key=lambda n: settlements[n].id)
         recorded = [False] * len(settlements)
-        with self._write() as db:
-            for n in order:
-                recorded[n] = self._settle(db, settlements[n])
+        for n in order:
+            recorded[n] = self._settle(db, settlements[n])
         return recorded
+
+    def write_outbox(self, rows):
+        """``add_callbacks`` and ``settle`` in one transaction: ``rows`` mixes ``ReceivedCallback``
+        and ``Settlement``; the result of each, in order (stored; recorded).
+
+        The new entries are inserted first, then the settled ones updated in
+        id order: locks taken in one order by every transaction, as there.
+        """
+        received = [n for n, row in enumerate(rows) if isinstance(row, ReceivedCallback)]
+        settled = [n for n, row in enumerate(rows) if isinstance(row, Settlement)]
+        if len(received) + len(settled) != len(rows):
+            raise TypeError("write_outbox takes ReceivedCallback and Settlement rows only")
+        results = [None] * len(rows)
+        with self._write() as db:
+            for indexes, write in ((received, self._add_callbacks), (settled, self._settle_all)):
+                for n, result in zip(indexes, write(db, [rows[n] for n in indexes]), strict=True):
+                    results[n] = result
+        return results
+
+    def outbox_writes(self, wait_s, what):
+        """A ``GroupCommit`` of ``write_outbox`` for one caller, whose rows wait up to ``wait_s``
+        (``what`` names them in its error).
+
+        Every caller's shares this store's queue: the receiver's callbacks and
+        the delivery worker's outcomes queued meanwhile go in one transaction,
+        with one wait for the disk, rather than one each.
+        """
+        with self._outbox_writes_lock:
+            if self._outbox_writes is None:
+                self._outbox_writes = GroupCommit(self.write_outbox, wait_s, what)
+        return self._outbox_writes.sharing(wait_s, what)
 
     def outbox(self, state):
         """The entries an operator asks for: ``pending`` (claimed ones included) or ``dead``."""

@@ -7,6 +7,12 @@ Every write runs in a ``BEGIN IMMEDIATE`` transaction: it takes the file's
 write lock up front, so concurrent writers (other threads, other processes)
 queue on the busy timeout instead of failing halfway through a
 read-then-write. That lock is also what keeps two claimers off the same entry.
+
+A process's writes run one at a time on its one writer connection,
+whichever thread makes them; reads run on a connection per thread. The
+writer keeps its page cache and its prepared statements from one
+transaction to the next: a connection per thread found its cache stale at
+nearly every write, as another connection had written since.
 """
 
 import os
@@ -68,27 +74,26 @@ def _switch_to_wal(db, busy_timeout_s):
 
 
 def _begin(db, deadline, busy_timeout_s):
-    """BEGIN IMMEDIATE: the write lock, waited for until ``deadline`` while another process holds it.
+    """BEGIN IMMEDIATE on a writer (no busy handler): the write lock, waited for until
+    ``deadline`` while another process holds it.
 
     Not with SQLite's busy handler: it sleeps 1, 2, 5, 10 ... 100 ms between
     tries, so under load a writer slept long after the lock came free (in
     the callback bench, writers waited there seven times as long as for
     their commits). Tried again every half millisecond instead, every 5 ms
-    once it has waited long enough to look like an outage.
+    once it has waited long enough to look like an outage. Once BEGIN
+    IMMEDIATE holds the lock, nothing else of a transaction waits for one
+    in WAL mode.
     """
-    db.execute("PRAGMA busy_timeout = 0")
-    try:
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                now = time.monotonic()
-                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or now >= deadline:
-                    raise
-            time.sleep(BUSY_POLL_S if deadline - now > busy_timeout_s - BUSY_POLL_QUICKLY_S else BUSY_POLL_SLOWLY_S)
-    finally:
-        db.execute(f"PRAGMA busy_timeout = {busy_timeout_s * 1000:.0f}")
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            now = time.monotonic()
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or now >= deadline:
+                raise
+        time.sleep(BUSY_POLL_S if deadline - now > busy_timeout_s - BUSY_POLL_QUICKLY_S else BUSY_POLL_SLOWLY_S)
 
 
 class SqliteStore(SqlStore):
@@ -108,7 +113,8 @@ class SqliteStore(SqlStore):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._writing = threading.Lock()
-        self._connections = {}
+        self._connections = {}  # thread -> its reading connection
+        self._writer_db = None  # the writer connection, used under self._writing only
         self._closed = False
         super().__init__(lazy, secret_keys)
 
@@ -116,11 +122,8 @@ class SqliteStore(SqlStore):
         with self._unavailable_on_error():
             self._path.parent.mkdir(parents=True, exist_ok=True)
             _switch_to_wal(self._connection(), self._busy_timeout_s)
-            # While secrets may be sealed anew: their plaintext is overwritten, not just freed.
-            self._connection().execute("PRAGMA secure_delete = ON")
         self._migrate()
         with self._unavailable_on_error():
-            self._connection().execute("PRAGMA secure_delete = OFF")
             if self._resealed:
                 # Into the file, and out of the WAL, which still holds the pages as they were.
                 self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -128,9 +131,10 @@ class SqliteStore(SqlStore):
     def close(self):
         with self._lock:
             self._closed = True
-            for db in self._connections.values():
+            for db in [*self._connections.values(), *filter(None, [self._writer_db])]:
                 db.close()
             self._connections.clear()
+            self._writer_db = None
 
     def health(self):
         super().health()
@@ -140,13 +144,13 @@ class SqliteStore(SqlStore):
 
     @contextmanager
     def _transaction(self, flushed=True):
-        db = self._connection()
         deadline = time.monotonic() + self._busy_timeout_s
         # This process's writers queue here, each woken as soon as the one
         # before is done, rather than on SQLite's lock (see _begin).
         if not self._writing.acquire(timeout=self._busy_timeout_s):
             raise sqlite3.OperationalError("database is locked: this process's other writers held it too long")
         try:
+            db = self._writer()
             if not flushed:
                 # In WAL mode: committed without waiting for the disk; the next
                 # FULL commit or checkpoint flushes it.
@@ -159,10 +163,10 @@ class SqliteStore(SqlStore):
                 try:
                     db.rollback()
                 except sqlite3.Error:  # no knowing what state it is in: never hand it out again
-                    self._drop_connection()
+                    self._drop_writer()
                 raise
             finally:
-                if not flushed and getattr(self._local, "db", None) is db:  # not if it was dropped
+                if not flushed and self._writer_db is db:  # not if it was dropped
                     db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
         finally:
             self._writing.release()
@@ -170,9 +174,17 @@ class SqliteStore(SqlStore):
     def _query(self, sql, parameters=None):
         return self._connection().execute(sql, parameters or ()).fetchall()
 
-    # Under the write lock, so that of several processes opening a new file
-    # at once exactly one creates the schema and the others see it.
-    _migration = _transaction
+    @contextmanager
+    def _migration(self):
+        # Under the write lock, so that of several processes opening a new file
+        # at once exactly one creates the schema and the others see it.
+        with self._transaction() as db:
+            # While secrets may be sealed anew: their plaintext is overwritten, not just freed.
+            db.execute("PRAGMA secure_delete = ON")
+            try:
+                yield db
+            finally:
+                db.execute("PRAGMA secure_delete = OFF")
 
     def _schema_version(self, db):
         return db.execute("PRAGMA user_version").fetchone()[0]
@@ -188,10 +200,19 @@ class SqliteStore(SqlStore):
             db = self._local.db = self._connect()
         return db
 
-    def _drop_connection(self):
+    def _writer(self):
+        """The writer connection; the caller holds ``self._writing``."""
+        if self._writer_db is None:
+            with self._lock:
+                if self._closed:
+                    raise StoreClosed("the store is closed")
+                # No busy handler: _begin waits for the write lock, and nothing else waits for one.
+                self._writer_db = self._open(SYNCHRONOUS, busy_timeout_s=0)
+        return self._writer_db
+
+    def _drop_writer(self):
         with self._lock:
-            db = self._connections.pop(threading.current_thread(), None)
-        self._local.db = None
+            db, self._writer_db = self._writer_db, None
         if db is not None:
             db.close()
 
@@ -203,14 +224,17 @@ class SqliteStore(SqlStore):
             # the finished ones left behind rather than leak a file handle each.
             for thread in [thread for thread in self._connections if not thread.is_alive()]:
                 self._connections.pop(thread).close()
-            # isolation_level=None: no implicit transactions, ours are explicit.
-            # check_same_thread=False: only so that close() and the sweep
-            # above can close another thread's connection.
-            db = sqlite3.connect(self._path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
-            # Per connection, not stored in the file.
-            db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
-            self._connections[threading.current_thread()] = db
+            db = self._connections[threading.current_thread()] = self._open(SYNCHRONOUS, self._busy_timeout_s)
             return db
+
+    def _open(self, synchronous, busy_timeout_s):
+        # isolation_level=None: no implicit transactions, ours are explicit.
+        # check_same_thread=False: so that the writer serves every thread, and
+        # close() and the sweep in _connect can close another thread's connection.
+        db = sqlite3.connect(self._path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+        # Per connection, not stored in the file.
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        return db
 
 
 def _free_bytes(directory):
