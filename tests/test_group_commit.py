@@ -7,6 +7,7 @@ caller of the batch hears the store is unavailable and nothing is written.
 """
 
 import concurrent.futures
+import functools
 import json
 import threading
 import time
@@ -50,14 +51,15 @@ def test_rows_queued_while_a_transaction_waits_are_written_together_each_with_it
     path = tmp_path / "store.sqlite3"
     store = SqliteStore(path, busy_timeout_s=10)
     writes = CountingWrites(store.add_callbacks)
-    group = GroupCommit(writes, wait_s=10, what="the callback")
+    group = GroupCommit(writes)
+    write = functools.partial(group.write, wait_s=10, what="the callback")
     rows = [received(0)] + [received(n) for n in range(1, 8)] + [received(3)]  # r-3 twice
     try:
         with concurrent.futures.ThreadPoolExecutor(len(rows)) as pool:
             with WriteLock(path):
-                first = pool.submit(group.write, rows[0])
+                first = pool.submit(write, rows[0])
                 wait_until(lambda: writes.batches == [1], what="the first transaction")
-                rest = [pool.submit(group.write, row) for row in rows[1:]]
+                rest = [pool.submit(write, row) for row in rows[1:]]
                 wait_until(lambda: queued(group) == len(rest), what="the others queued")
             results = [first.result(timeout=10)] + [future.result(timeout=10) for future in rest]
         assert writes.batches == [1, len(rest)]  # one transaction for all that queued
@@ -71,14 +73,15 @@ def test_a_write_lock_held_past_the_busy_timeout_fails_every_row_of_the_batch_an
     path = tmp_path / "store.sqlite3"
     store = SqliteStore(path, busy_timeout_s=0.3)
     writes = CountingWrites(store.add_callbacks)
-    group = GroupCommit(writes, wait_s=10, what="the callback")
+    group = GroupCommit(writes)
+    write = functools.partial(group.write, wait_s=10, what="the callback")
     try:
         with WriteLock(path), concurrent.futures.ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(group.write, received(n)) for n in range(4)]
+            futures = [pool.submit(write, received(n)) for n in range(4)]
             errors = [future.exception(timeout=10) for future in futures]
         assert all(isinstance(error, StoreUnavailable) and "database is locked" in str(error) for error in errors), errors
         assert store.counts()["pending"] == 0
-        assert group.write(received(0)) is True  # the lock gone: written
+        assert write(received(0)) is True  # the lock gone: written
     finally:
         store.close()
 
@@ -86,20 +89,21 @@ def test_a_write_lock_held_past_the_busy_timeout_fails_every_row_of_the_batch_an
 def test_a_row_not_written_within_the_wait_is_told_the_store_is_too_slow(tmp_path):
     path = tmp_path / "store.sqlite3"
     store = SqliteStore(path, busy_timeout_s=5)
-    group = GroupCommit(store.add_callbacks, wait_s=0.3, what="the callback")
+    group = GroupCommit(store.add_callbacks)
+    write = functools.partial(group.write, wait_s=0.3, what="the callback")
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             with WriteLock(path):
-                leader = pool.submit(group.write, received(0))
+                leader = pool.submit(write, received(0))
                 wait_until(lambda: group._writing.locked(), what="the first transaction")
                 started = time.monotonic()
                 with pytest.raises(StoreUnavailable, match="the callback not written within 0.3 s"):
-                    group.write(received(1))
+                    write(received(1))
                 assert time.monotonic() - started < 2
             # The lock gone before the leader's busy timeout: its row is written; the late one, withdrawn, is not.
             assert leader.result(timeout=10) is True
         assert [c.request_id for c in store.outbox("pending")] == ["r-0"]
-        assert group.write(received(2)) is True and store.counts()["pending"] == 2
+        assert write(received(2)) is True and store.counts()["pending"] == 2
     finally:
         store.close()
 
@@ -158,14 +162,14 @@ def test_the_receivers_callbacks_and_the_workers_outcomes_queued_together_share_
     store = CountingStore(path, busy_timeout_s=10)
     try:
         claimed = claimed_entry(store)
-        receipts, outcomes = store.outbox_writes(5, "the callback"), store.outbox_writes(10, "the delivery outcome")
+        receipts, outcomes = store.outbox_writer(5, "the callback"), store.outbox_writer(10, "the delivery outcome")
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             with WriteLock(path):
-                first = pool.submit(receipts.write, received(1))
+                first = pool.submit(receipts, received(1))
                 wait_until(lambda: store.batches == [1], what="the first transaction")
-                settled = pool.submit(outcomes.write, Settlement(claimed.id, "me", time.time()))
-                duplicate = pool.submit(receipts.write, received(0))
-                wait_until(lambda: queued(receipts) == 2, what="the outcome and the callback queued together")
+                settled = pool.submit(outcomes, Settlement(claimed.id, "me", time.time()))
+                duplicate = pool.submit(receipts, received(0))
+                wait_until(lambda: queued(store._outbox_writes) == 2, what="the outcome and the callback queued together")
             results = [future.result(timeout=10) for future in (first, settled, duplicate)]
         assert results == [True, True, False]
         assert store.batches == [1, 2]
@@ -179,14 +183,14 @@ def test_a_locked_store_fails_the_callbacks_and_the_outcomes_of_a_shared_transac
     store = SqliteStore(path, busy_timeout_s=0.3)
     try:
         claimed = claimed_entry(store)
-        receipts, outcomes = store.outbox_writes(5, "the callback"), store.outbox_writes(10, "the delivery outcome")
+        receipts, outcomes = store.outbox_writer(5, "the callback"), store.outbox_writer(10, "the delivery outcome")
         settlement = Settlement(claimed.id, "me", time.time())
         with WriteLock(path), concurrent.futures.ThreadPoolExecutor(2) as pool:
-            futures = [pool.submit(receipts.write, received(1)), pool.submit(outcomes.write, settlement)]
+            futures = [pool.submit(receipts, received(1)), pool.submit(outcomes, settlement)]
             errors = [future.exception(timeout=10) for future in futures]
         assert all(isinstance(error, StoreUnavailable) and "database is locked" in str(error) for error in errors), errors
         assert store.counts() == {"pending": 0, "claimed": 1, "delivered": 0, "dead": 0}
-        assert outcomes.write(settlement) is True and receipts.write(received(1)) is True  # the lock gone: written
+        assert outcomes(settlement) is True and receipts(received(1)) is True  # the lock gone: written
     finally:
         store.close()
 

@@ -93,7 +93,7 @@ class DeliveryWorker:
         # meanwhile: one transaction for all of them. Waiting up to a lease:
         # meanwhile the claims stay renewed.
         self._lease_s = settings.claim_lease_s
-        self._settlements = store.outbox_writes(self._lease_s, "the delivery outcome")
+        self._write_outcome = store.outbox_writer(self._lease_s, "the delivery outcome")
         # The entries this worker is sending or has yet to record, and since when: the leases it renews.
         self._held = {}
         # A sender that hangs must not hold its claims for ever: past this, they lapse.
@@ -245,7 +245,7 @@ class DeliveryWorker:
         retry_at = None
         if problem is not None and attempt < settings.max_attempts:
             retry_at = at + settings.backoff_s * 2 ** (attempt - 1)
-        if not self._settlements.write(Settlement(delivery.id, self._id, at, problem, retry_at, delivery.url, outcome.duration_s)):
+        if not self._write_outcome(Settlement(delivery.id, self._id, at, problem, retry_at, delivery.url, outcome.duration_s)):
             return self._lost(outcome)
         if problem is None:
             CALLBACKS_DELIVERED.inc()

@@ -43,7 +43,7 @@ class CallbackReceiver:
         """``allowed_sources``: the networks callbacks may come from; empty, any."""
         # Concurrent callbacks committed together, and with the delivery outcomes
         # recorded meanwhile: one wait for the disk for all of them.
-        self._receipts = store.outbox_writes(COMMIT_WAIT_S, "the callback")
+        self._write_receipt = store.outbox_writer(COMMIT_WAIT_S, "the callback")
         self._credentials = credentials
         self._allowed_sources = allowed_sources
         self._on_stored = on_stored or (lambda: None)
@@ -93,7 +93,7 @@ class CallbackReceiver:
         except RequestInvalid as error:
             return "refused", 400, str(error)
         event = {key: value for key, value in body.items() if key not in ("username", "password")}
-        stored = self._receipts.write(
+        stored = self._write_receipt(
             ReceivedCallback(callback.dedupe_key(body), account, service, body["requestId"], json.dumps(event), time.time())
         )
         if stored:

@@ -15,7 +15,6 @@ this only for writes that are harmless to repeat (a callback's dedupe key, a
 settlement only the claim's holder can make).
 """
 
-import copy
 import threading
 import time
 
@@ -37,34 +36,28 @@ class _Waiter:
 
 
 class GroupCommit:
-    def __init__(self, write_rows, wait_s, what):
-        """``write_rows(rows) -> results``: one transaction, a result per row, in order.
-        ``what`` names the rows in the error of a caller that waited too long."""
+    def __init__(self, write_rows):
+        """``write_rows(rows) -> results``: one transaction, a result per row, in order."""
         self._write_rows = write_rows
-        self._wait_s = wait_s
-        self._what = what
         self._queued = []
         self._queue_lock = threading.Lock()
         self._writing = threading.Lock()
 
-    def sharing(self, wait_s, what):
-        """Another caller's GroupCommit of the same rows: its rows and this one's go in the same
-        transactions, each caller waiting its own ``wait_s``."""
-        shared = copy.copy(self)  # the queue, its locks and write_rows are the same objects
-        shared._wait_s, shared._what = wait_s, what
-        return shared
+    def write(self, row, wait_s, what):
+        """``row``'s result, once the transaction it went in committed; its error if that failed.
 
-    def write(self, row):
-        """``row``'s result, once the transaction it went in committed; its error if that failed."""
+        Waits up to ``wait_s``; ``what`` names the row in the error past it.
+        Callers waiting different times share the transactions all the same.
+        """
         waiter = _Waiter(row)
         with self._queue_lock:
             self._queued.append(waiter)
-        deadline = time.monotonic() + self._wait_s
+        deadline = time.monotonic() + wait_s
         while not waiter.done:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._writing.acquire(timeout=remaining):
                 self._withdraw(waiter)
-                raise StoreUnavailable(f"{self._what} not written within {self._wait_s:g} s: the store is too slow")
+                raise StoreUnavailable(f"{what} not written within {wait_s:g} s: the store is too slow")
             try:
                 if not waiter.done:  # nobody took it along: write it, and whatever else is queued
                     self._write_queued()
@@ -73,7 +66,7 @@ class GroupCommit:
         if isinstance(waiter.error, StoreUnavailable):
             raise StoreUnavailable(str(waiter.error)) from waiter.error  # one exception per thread that raises it
         if waiter.error is not None:
-            raise RuntimeError(f"writing {self._what} failed") from waiter.error
+            raise RuntimeError(f"writing {what} failed") from waiter.error
         return waiter.result
 
     def _withdraw(self, waiter):
@@ -83,8 +76,7 @@ class GroupCommit:
 
     def _write_queued(self):
         with self._queue_lock:
-            batch = self._queued[:MAX_ROWS]
-            del self._queued[:MAX_ROWS]  # in place: callers sharing the queue see it too
+            batch, self._queued = self._queued[:MAX_ROWS], self._queued[MAX_ROWS:]
         try:
             results = self._write_rows([waiter.row for waiter in batch])
         except Exception as error:  # noqa: BLE001 - every waiter of the batch gets it, none is left waiting

@@ -8,6 +8,7 @@ parameters named SQLite's way (``:name``). Timestamps are epoch seconds given
 by the caller; the store never reads the clock.
 """
 
+import functools
 import json
 import secrets
 import threading
@@ -98,8 +99,8 @@ class SqlStore(ABC):
         self._resealed = False  # whether preparing sealed secrets anew: their old form may linger on disk
         self._prepared = False
         self._preparing = threading.Lock()
-        self._outbox_writes = None  # the GroupCommit every outbox_writes() shares
-        self._outbox_writes_lock = threading.Lock()
+        # Every outbox_writer()'s rows, written together: see there.
+        self._outbox_writes = GroupCommit(self.write_outbox)
         if not lazy:
             self._ensure_prepared()
 
@@ -365,18 +366,15 @@ class SqlStore(ABC):
                     results[n] = result
         return results
 
-    def outbox_writes(self, wait_s, what):
-        """A ``GroupCommit`` of ``write_outbox`` for one caller, whose rows wait up to ``wait_s``
-        (``what`` names them in its error).
+    def outbox_writer(self, wait_s, what):
+        """``write(row) -> result`` for one caller: ``write_outbox`` of the row once
+        committed, waiting up to ``wait_s`` (``what`` names the row in its error).
 
-        Every caller's shares this store's queue: the receiver's callbacks and
-        the delivery worker's outcomes queued meanwhile go in one transaction,
-        with one wait for the disk, rather than one each.
+        Every caller's rows share this store's group commit: the receiver's
+        callbacks and the delivery worker's outcomes queued meanwhile go in one
+        transaction, with one wait for the disk, rather than one each.
         """
-        with self._outbox_writes_lock:
-            if self._outbox_writes is None:
-                self._outbox_writes = GroupCommit(self.write_outbox, wait_s, what)
-        return self._outbox_writes.sharing(wait_s, what)
+        return functools.partial(self._outbox_writes.write, wait_s=wait_s, what=what)
 
     def outbox(self, state):
         """The entries an operator asks for: ``pending`` (claimed ones included) or ``dead``."""
