@@ -133,21 +133,20 @@ class _Answer:
         self._buffer += data
 
     def _exactly(self, length):
-        """The next ``length`` bytes; received straight into their place, never past them."""
+        """The next ``length`` bytes; memory taken as they arrive, not as the server announces them."""
         have = len(self._buffer)
         if have >= length:
             data, self._buffer = self._buffer[:length], self._buffer[length:]
             return data
-        data = bytearray(length)
-        data[:have] = self._buffer
+        parts = [self._buffer]
         self._buffer = b""
-        view = memoryview(data)
         while have < length:
-            received = self._sock.recv_into(view[have:])
-            if not received:
+            data = self._sock.recv(min(length - have, RECEIVE_BYTES))  # never past them
+            if not data:
                 raise BadAnswer(_CLOSED_EARLY)
-            have += received
-        return bytes(data)
+            parts.append(data)
+            have += len(data)
+        return b"".join(parts)
 
     def _chunked(self):
         chunks = []

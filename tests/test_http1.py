@@ -178,8 +178,10 @@ def test_interim_answers_are_skipped(serve):
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"a\":",  # in a chunk
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n",  # before the last chunk
         b"",  # before anything
+        b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999999\r\n\r\n{}",  # long before the length it announced
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffff\r\n{}",
     ],
-    ids=["body", "head", "chunk", "last-chunk", "nothing"],
+    ids=["body", "head", "chunk", "last-chunk", "nothing", "announced-petabyte", "announced-petabyte-chunk"],
 )
 def test_a_server_closing_mid_answer_is_a_failed_exchange_not_sent_again(serve, answer):
     server, client = serve(closes_after(answer), OK)
