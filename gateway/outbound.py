@@ -19,6 +19,7 @@ import certifi
 from requests.utils import get_environ_proxies
 from urllib3.util.wait import wait_for_read
 
+from gateway import http1
 from gateway.exceptions import ConnectFailed, ExchangeFailed, ProxyUnusable
 
 Answer = namedtuple("Answer", "status data")
@@ -27,8 +28,9 @@ _OPENSSL_REASON = re.compile(r"\[SSL: \w+\] ([^(']+)")
 
 
 class KeptAlive:
-    """Calls to the server at ``base_url`` over one kept-alive ``http.client``
-    connection per thread, through the proxy the environment names for it.
+    """Calls to the server at ``base_url`` over one kept-alive connection per
+    thread, through the proxy the environment names for it: ``http.client``
+    connects (the proxy's tunnel, TLS), :mod:`gateway.http1` exchanges.
 
     For ThingSpace, called once or more by every legacy request, and the
     legacy listeners, one POST per callback: urllib3's
@@ -52,6 +54,7 @@ class KeptAlive:
         self._prefix = url.path.rstrip("/")
         self._tls = _tls_context(verify, ca_bundle, client_cert, client_key) if url.scheme == "https" else None
         self._host, self._port = url.hostname, url.port
+        self._host_header = http1.host_header(url.hostname, url.port, 443 if url.scheme == "https" else 80)
         self._tunnel = None
         proxy = proxies(base_url).get(url.scheme)
         if proxy is not None:
@@ -67,15 +70,18 @@ class KeptAlive:
 
     def request(self, method, path, body, headers):
         """Send one request; its :data:`Answer`, read whole."""
+        request = http1.request_head(method, self._prefix + path, self._host_header, headers, None if body is None else len(body))
+        if body:
+            request += body
         connection = self._connection()
         try:
-            connection.request(method, self._prefix + path, body, headers)
-            response = connection.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as error:
+            status, data, reusable = http1.exchange(connection.sock, method, request)
+        except (OSError, http1.BadAnswer) as error:
             connection.close()
             raise ExchangeFailed(isinstance(error, TimeoutError)) from None
-        return Answer(response.status, data)
+        if not reusable:
+            connection.close()
+        return Answer(status, data)
 
     def _connection(self):
         connection = getattr(self._local, "connection", None)

@@ -18,6 +18,14 @@ Every wait is bounded:
   answered 503 and closed at once. (gthread itself would stop selecting
   then, spinning until a connection closed, the ones being received stalled.)
 
+The workers share the listening socket, and whichever wakes first accepts:
+on a busy host one worker often took every kept-alive connection of a
+client pool (8 of 8), and served them all on one core while the other
+idled, at half the throughput. A worker with as many requests under way as
+it has threads stops accepting, leaving a new connection to a worker with a
+thread to spare, until one of its own requests is done or
+``ACCEPT_DEFERRAL_S`` has passed; then it accepts it itself if no other did.
+
 Pipelined requests (a second request sent before the first is answered) are
 not replayed: the connection is closed after the first one's answer, and
 HTTP clients send the rest again on a new connection.
@@ -37,6 +45,8 @@ MAX_CHUNK_LINE_BYTES = 1024
 # Whole bodies a worker holds in memory at once, in max_body_bytes.
 BUFFERED_BODIES = 4
 RECV_BYTES = 64 * 1024
+# How long a worker with every thread spoken for leaves a new connection to the others.
+ACCEPT_DEFERRAL_S = 0.02
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -164,6 +174,18 @@ class BufferedConnection(TConn):
         self.sock.settimeout(self.limits.read_timeout_s)
 
 
+class WakingSelector(selectors.DefaultSelector):
+    """The worker's selector; a select waits no later than ``wake_at`` (``time.monotonic()``), when set."""
+
+    wake_at = None
+
+    def select(self, timeout=None):
+        if self.wake_at is not None:
+            until_wake = max(self.wake_at - time.monotonic(), 0.0)
+            timeout = until_wake if timeout is None else min(timeout, until_wake)
+        return super().select(timeout)
+
+
 class WholeRequestWorker(ThreadWorker):
     """gunicorn's gthread worker, reading each request whole in its event loop before a thread takes it."""
 
@@ -175,12 +197,24 @@ class WholeRequestWorker(ThreadWorker):
         self._reading = {}  # connection -> deadline, for every request being received
         self._buffered = 0
         self._max_buffered = BUFFERED_BODIES * self._limits.max_body_bytes
+        self._deferred = []  # the listeners' selector keys while they are left to the other workers
+        self._accept_now = False
         super().init_process()
+
+    def run(self):
+        self.poller.close()  # gthread's, still empty
+        self.poller = WakingSelector()
+        super().run()
 
     def _deadline(self):
         return time.monotonic() + self._limits.read_timeout_s
 
     def accept(self, server, listener):
+        if self._loaded() and not self._accept_now:
+            with self._lock:
+                self._deferred.append(self.poller.unregister(listener))
+            self.poller.wake_at = time.monotonic() + ACCEPT_DEFERRAL_S
+            return
         try:
             sock, client = listener.accept()
         except OSError as error:
@@ -247,10 +281,29 @@ class WholeRequestWorker(ThreadWorker):
     def murder_keepalived(self):
         super().murder_keepalived()
         now = time.monotonic()
+        if self._deferred and (now >= self.poller.wake_at or not self._loaded()):  # (called after every select)
+            self._accept_deferred()
         with self._lock:
             late = [conn for conn, deadline in self._reading.items() if deadline < now]
         for conn in late:
             self._drop(conn, Refused(408, "Request Timeout"))
+
+    def _loaded(self):
+        """As many requests under way (being received or served) as threads: a new one would wait for a
+        thread here, and another worker may have one. Idle kept-alive connections (``_keep``) wait for nothing."""
+        return self.nr_conns - len(self._keep) >= self.cfg.threads and self.cfg.workers > 1
+
+    def _accept_deferred(self):
+        """The deferral is over: listen again, and take a connection still waiting, loaded or not."""
+        deferred, self._deferred, self.poller.wake_at = self._deferred, [], None
+        self._accept_now = True
+        try:
+            for key in deferred:
+                with self._lock:
+                    self.poller.register(key.fileobj, selectors.EVENT_READ, key.data)
+                key.data(key.fileobj)  # accept(): nothing waiting is EAGAIN, ignored
+        finally:
+            self._accept_now = False
 
     def _drop(self, conn, refusal=None):
         """Close a connection whose request is being received, answering ``refusal`` if there is one."""

@@ -89,15 +89,7 @@ class Proxy:
         self.request_lines = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        serve_each_connection(self._listener, self._serve)
 
     def _serve(self, client):
         with client:
@@ -123,6 +115,20 @@ class Proxy:
 
     def close(self):
         self._listener.close()
+
+
+def serve_each_connection(listener, serve):
+    """Calls ``serve(client socket)`` in a thread of its own for each connection ``listener`` accepts, until it is closed."""
+
+    def accept():
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(client,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
 
 
 def _relay(a, b):
