@@ -162,6 +162,8 @@ def test_callbacks_waiting_for_a_listener_not_registered_are_not_read_by_the_cla
     store.put_registration(ACCOUNT, SERVICE, URL, "listener", "s3cret")
     store.add_callbacks([ReceivedCallback(f"key-{n}", "nobody", SERVICE, f"r-{n}", "{}", NOW - 2_000 + n) for n in range(2_000)])
     add(store, "listened")
+    with store._write() as db:  # as autovacuum would: the planner knows one account holds nearly every entry
+        db.execute("ANALYZE outbox")
 
     def rows_of_the_outbox_read():
         with store._connection() as db:  # the last one given back: its statistics sent now

@@ -69,7 +69,7 @@ def test_a_file_of_schema_3_gets_the_listeners_index_in_place_of_the_oldest_firs
     SqliteStore(path).close()
     with sqlite3.connect(path) as db:
         indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'")}
-    assert "outbox_listener_due" in indexes and "outbox_due" not in indexes
+    assert {"outbox_listener_due", "outbox_listener_next_due"} <= indexes and "outbox_due" not in indexes
 
 
 def test_a_file_with_a_newer_schema_is_refused(path):
@@ -148,6 +148,25 @@ def test_callbacks_waiting_for_a_listener_not_registered_cost_the_claims_and_the
     # delivered: walking the 1,980 more would take several VM steps each, here 500 in all.
     assert claim_many < claim_few + 50, (claim_few, claim_many)
     assert next_due_many < next_due_few + 50, (next_due_few, next_due_many)
+
+
+def test_the_idle_look_reads_the_first_entry_of_each_listener_not_each_one_waiting_for_a_retry(store):
+    store.put_registration("a", "StateService", "http://listener.example/", None, None)
+    received = [ReceivedCallback(f"k{n}", "a", "StateService", f"r{n}", "{}", 1000.0 + n) for n in range(2_000)]
+
+    def steps_of_next_due_at(waiting):
+        store.add_callbacks(received[:waiting])
+        del received[:waiting]
+        while claimed := store.claim_due("w", 5_000.0, 10, 500):  # each fails, to be retried in an hour
+            store.settle([Settlement(delivery.id, "w", 5_000.0, "listener answered HTTP 503", 8_600.0) for delivery in claimed])
+        store.next_due_at()  # its statement prepared
+        next_due, steps = steps_of(store._connection(), store.next_due_at)
+        assert next_due == 8_600.0
+        return steps
+
+    few, many = steps_of_next_due_at(20), steps_of_next_due_at(1_980)
+
+    assert many < few + 50, (few, many)
 
 
 def writer_connection(store):

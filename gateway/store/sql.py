@@ -42,6 +42,8 @@ LAST_ERROR_MAX_CHARS = 500
 # step 4), as written there: SQLite uses a partial index only for a query that says so.
 _DUE = f"""due.state IN ('{PENDING}', '{CLAIMED}')
     AND ((due.state = '{PENDING}' AND due.next_attempt_at <= :now) OR (due.state = '{CLAIMED}' AND due.claimed_until < :now))"""
+# When an entry not delivered comes due: written as in the index outbox_listener_next_due.
+_NEXT_DUE = f"(CASE o.state WHEN '{PENDING}' THEN o.next_attempt_at ELSE o.claimed_until END)"
 _HAS_LISTENER = "EXISTS (SELECT 1 FROM registrations r WHERE r.account = o.account AND r.service = o.service)"
 
 _REGISTRATION_COLUMNS = "account, service, url, username, password"
@@ -79,12 +81,14 @@ class SqlStore(ABC):
     # Ends the SELECT of each listener's due entries: how the backend keeps
     # the rows it picks from other claimers until they are marked claimed.
     CLAIM_LOCK = ""
-    # What follows the outbox in the FROM of claim_due's and next_due_at's
-    # SELECTs of one listener's entries: it tells a backend whose planner
-    # needs telling to walk them by the index outbox_listener_due (claim_due:
-    # oldest first, stopping at the limit), rather than sort them or walk every
-    # entry not delivered, as it may on a fresh table (no statistics yet).
+    # What follows the outbox in the FROM of claim_due's SELECT of one
+    # listener's entries, and of next_due_at's: it tells a backend whose
+    # planner needs telling to walk them by the index outbox_listener_due
+    # (oldest first, stopping at the limit), or outbox_listener_next_due,
+    # rather than sort them or walk every entry not delivered, as it may on a
+    # fresh table (no statistics yet).
     LISTENER_INDEX = ""
+    NEXT_DUE_INDEX = ""
     # The driver's errors that mean "not now" (server down, file locked, disk
     # full, no connection free) rather than a bug: callers get StoreUnavailable.
     UNAVAILABLE = ()
@@ -458,13 +462,14 @@ class SqlStore(ABC):
         Includes the leases of claimed entries: if their worker dies, they
         come due when the lease runs out.
         """
-        # Per registration, a subquery on its listener's entries: a join
-        # may be planned (no statistics yet) as a walk of every entry not delivered.
+        # Per registration, the first of its listener's entries in the index
+        # outbox_listener_next_due (its expression as written there): a join,
+        # or a MIN, may be planned as a walk of every entry not delivered.
         [(next_due,)] = self._read(
             f"""SELECT MIN(listener.next_due) FROM (
-                SELECT (SELECT MIN(CASE o.state WHEN '{PENDING}' THEN o.next_attempt_at ELSE o.claimed_until END)
-                    FROM outbox o {self.LISTENER_INDEX}
+                SELECT (SELECT {_NEXT_DUE} FROM outbox o {self.NEXT_DUE_INDEX}
                     WHERE o.account = r.account AND o.service = r.service AND o.state IN ('{PENDING}', '{CLAIMED}')
+                    ORDER BY {_NEXT_DUE} LIMIT 1
                 ) AS next_due
                 FROM registrations r
             ) listener"""

@@ -105,6 +105,7 @@ class SqliteStore(SqlStore):
     # Without statistics SQLite's planner prefers the state index: a claim
     # sorted every due entry (3 ms of CPU at 5,000), next_due_at walked them all.
     LISTENER_INDEX = "INDEXED BY outbox_listener_due"
+    NEXT_DUE_INDEX = "INDEXED BY outbox_listener_next_due"
     # Locked past the busy timeout, disk full, an I/O error, a file that cannot be opened.
     UNAVAILABLE = (sqlite3.OperationalError,)
 
