@@ -326,6 +326,38 @@ def test_entries_without_a_listener_wait_and_are_claimed_once_one_registers(stor
     assert [d.request_id for d in store.claim_due("w", NOW, lease_s=30, limit=10)] == ["request-a"]
 
 
+def test_entries_waiting_for_a_listener_neither_hold_back_nor_go_with_the_others_until_it_registers(store):
+    register(store)
+    add(store, "unlistened-1", now=NOW - 30, account="unregistered")
+    add(store, "listened-1", now=NOW - 25)
+    add(store, "unlistened-2", now=NOW - 20, account="unregistered")
+    add(store, "listened-2", now=NOW - 10)
+    add(store, "listened-3", now=NOW - 5)
+
+    assert [d.request_id for d in store.claim_due("w", NOW, lease_s=30, limit=2)] == ["request-listened-1", "request-listened-2"]
+    register(store, account="unregistered")
+    # Oldest first across the listeners.
+    assert [d.request_id for d in store.claim_due("w", NOW, lease_s=30, limit=10)] == [
+        "request-unlistened-1",
+        "request-unlistened-2",
+        "request-listened-3",
+    ]
+
+
+def test_a_claim_takes_the_oldest_due_entries_of_all_listeners_together_up_to_the_limit(store):
+    accounts = [f"000000000{n}-00001" for n in range(3)]
+    for account in accounts:
+        register(store, account=account)
+    # Each listener with more due entries than the limit, received in turns.
+    for n in range(12):
+        add(store, f"{n}", now=NOW - 100 + n, account=accounts[n % 3])
+
+    first = store.claim_due("w", NOW, lease_s=30, limit=4)
+    assert [d.request_id for d in first] == [f"request-{n}" for n in range(4)]
+    assert [d.account for d in first] == [accounts[n % 3] for n in range(4)]
+    assert [d.request_id for d in store.claim_due("w", NOW, lease_s=30, limit=10)] == [f"request-{n}" for n in range(4, 12)]
+
+
 def test_an_expired_lease_passes_the_entry_to_another_worker(store):
     register(store)
     add(store, "a")
@@ -612,20 +644,35 @@ def test_the_shipped_schema_steps_are_those_each_backend_wrote_out_before_they_w
     assert hashlib.sha256(shipped).hexdigest() == SHIPPED_STEPS_SHA256[backend]
 
 
-def _open_at_schema_1(settings):
-    """The store as the gateway before attempts were kept created it (its first migration only)."""
+def _open_at_schema(settings, version):
+    """The store as the gateway of schema ``version`` created it (its first ``version`` migrations)."""
     backend = PostgresStore if settings.url else SqliteStore
 
-    class Schema1Store(backend):
-        MIGRATIONS = backend.MIGRATIONS[:1]
-        CLAIM_INDEX = ""  # outbox_due came with step 3
+    class OlderSchemaStore(backend):
+        MIGRATIONS = backend.MIGRATIONS[:version]
+        LISTENER_INDEX = ""  # outbox_listener_due came with step 4
 
-    return Schema1Store(settings.url or settings.path)
+    return OlderSchemaStore(settings.url or settings.path)
+
+
+def test_callbacks_stored_before_the_listeners_index_are_claimed_after_the_upgrade_oldest_first(settings):
+    old = _open_at_schema(settings, 3)
+    register(old)
+    add(old, "unlistened", now=NOW - 30, account="unregistered")
+    add(old, "listened-1", now=NOW - 20)
+    add(old, "listened-2", now=NOW - 10)
+    old.close()
+
+    store = open_store(settings)
+    assert [d.request_id for d in store.claim_due("w", NOW, lease_s=30, limit=1)] == ["request-listened-1"]
+    register(store, account="unregistered")
+    assert [d.request_id for d in store.claim_due("w", NOW, lease_s=30, limit=10)] == ["request-unlistened", "request-listened-2"]
+    store.close()
 
 
 @pytest.mark.process
 def test_a_store_written_by_the_previous_schema_opens_and_traces_what_arrives_after_the_upgrade(settings):
-    old = _open_at_schema_1(settings)
+    old = _open_at_schema(settings, 1)
     register(old)
     old.add_callback("before", ACCOUNT, SERVICE, "r", json.dumps(_event("990000000000001")), NOW)
     [delivery] = old.claim_due("old-worker", NOW, lease_s=30, limit=10)

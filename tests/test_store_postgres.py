@@ -147,7 +147,7 @@ def test_a_claim_walks_the_due_entries_by_their_index_rather_than_sorting_them_a
 
     def scans_of_the_due_index():
         with psycopg.connect(postgres_url, autocommit=True) as db:
-            return db.execute("SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'outbox_due'").fetchone()[0]
+            return db.execute("SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'outbox_listener_due'").fetchone()[0]
 
     before = scans_of_the_due_index()
     assert len(store.claim_due("w", NOW, 30, 10)) == 10
@@ -156,3 +156,23 @@ def test_a_claim_walks_the_due_entries_by_their_index_rather_than_sorting_them_a
 
     # A new table has no statistics yet: left to itself the planner sorts every due entry on every claim.
     assert scans_of_the_due_index() > before
+
+
+def test_callbacks_waiting_for_a_listener_not_registered_are_not_read_by_the_claims_nor_the_idle_look(store, postgres_url):
+    store.put_registration(ACCOUNT, SERVICE, URL, "listener", "s3cret")
+    store.add_callbacks([ReceivedCallback(f"key-{n}", "nobody", SERVICE, f"r-{n}", "{}", NOW - 2_000 + n) for n in range(2_000)])
+    add(store, "listened")
+    with store._write() as db:  # as autovacuum would: the planner knows one account holds nearly every entry
+        db.execute("ANALYZE outbox")
+
+    def rows_of_the_outbox_read():
+        with store._connection() as db:  # the last one given back: its statistics sent now
+            db.execute("SELECT pg_stat_force_next_flush()")
+        with psycopg.connect(postgres_url, autocommit=True) as db:
+            return db.execute("SELECT seq_tup_read + idx_tup_fetch FROM pg_stat_user_tables WHERE relname = 'outbox'").fetchone()[0]
+
+    before = rows_of_the_outbox_read()
+    assert [d.request_id for d in store.claim_due("w", NOW, 30, 10)] == ["request-listened"]
+    assert store.next_due_at() == NOW + 30
+    # A few: the listener's entry, looked up again by its id. Not the 2,000 of nobody's.
+    assert rows_of_the_outbox_read() - before < 20

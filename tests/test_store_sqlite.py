@@ -60,6 +60,18 @@ def test_writes_from_every_thread_share_one_writer_so_its_cache_stays_warm(store
     assert writers == {writer()}
 
 
+def test_a_file_of_schema_3_gets_the_listeners_index_in_place_of_the_oldest_first_one(path):
+    class Schema3Store(SqliteStore):
+        MIGRATIONS = SqliteStore.MIGRATIONS[:3]
+        LISTENER_INDEX = ""  # outbox_listener_due came with step 4
+
+    Schema3Store(path).close()
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:
+        indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'")}
+    assert {"outbox_listener_due", "outbox_listener_next_due"} <= indexes and "outbox_due" not in indexes
+
+
 def test_a_file_with_a_newer_schema_is_refused(path):
     SqliteStore(path).close()
     with sqlite3.connect(path) as db:
@@ -103,22 +115,73 @@ def test_a_claim_costs_the_same_behind_a_backlog_of_thousands_as_behind_a_few(st
 
     def steps_of_a_claim(backlog):
         store.add_callbacks(received[:backlog])
-        steps = []
-        with store._write(flushed=False) as connection:  # the claim's connection
-            pass
-        connection.set_progress_handler(lambda: steps.append(1), 100)  # SQLite's own count of its work
-        try:
-            claimed = store.claim_due("w", 10_000.0, 10, 10)
-        finally:
-            connection.set_progress_handler(None, 0)
+        claimed, steps = steps_of(writer_connection(store), lambda: store.claim_due("w", 10_000.0, 10, 10))
         assert len(claimed) == 10 and [d.received_at for d in claimed] == sorted(d.received_at for d in claimed)
         store.settle([Settlement(delivery.id, "w", 10_000.0) for delivery in claimed])
-        return len(steps)
+        return steps
 
     few, many = steps_of_a_claim(20), steps_of_a_claim(2_000)
 
-    # Walking the due entries oldest first (outbox_due), not sorting them all: 100x the backlog, not 100x the work.
+    # Walking the due entries oldest first (outbox_listener_due), not sorting them all: 100x the backlog, not 100x the work.
     assert many < 3 * few, (few, many)
+
+
+def test_callbacks_waiting_for_a_listener_not_registered_cost_the_claims_and_the_idle_look_nothing(store):
+    store.put_registration("a", "StateService", "http://listener.example/", None, None)
+    unlistened = [ReceivedCallback(f"k{n}", "nobody", "StateService", f"r{n}", "{}", 1000.0 + n) for n in range(2_000)]
+
+    def steps_of_a_claim_and_of_next_due_at(waiting):
+        store.add_callbacks(unlistened[:waiting])
+        store.add_callback(f"listened-{waiting}", "a", "StateService", "r", "{}", 5_000.0)
+        [claimed], claim_steps = steps_of(writer_connection(store), lambda: store.claim_due("w", 10_000.0, 10, 10))
+        next_due, next_due_steps = steps_of(store._connection(), store.next_due_at)  # this thread's reader
+        assert next_due == 10_000.0 + 10  # the lease of the one claimed
+        store.settle([Settlement(claimed.id, "w", 10_000.0)])
+        return claim_steps, next_due_steps
+
+    (claim_few, next_due_few), (claim_many, next_due_many) = (
+        steps_of_a_claim_and_of_next_due_at(20),
+        steps_of_a_claim_and_of_next_due_at(2_000),
+    )
+
+    # Each listener's entries walked on their own (outbox_listener_due), not every entry not
+    # delivered: walking the 1,980 more would take several VM steps each, here 500 in all.
+    assert claim_many < claim_few + 50, (claim_few, claim_many)
+    assert next_due_many < next_due_few + 50, (next_due_few, next_due_many)
+
+
+def test_the_idle_look_reads_the_first_entry_of_each_listener_not_each_one_waiting_for_a_retry(store):
+    store.put_registration("a", "StateService", "http://listener.example/", None, None)
+    received = [ReceivedCallback(f"k{n}", "a", "StateService", f"r{n}", "{}", 1000.0 + n) for n in range(2_000)]
+
+    def steps_of_next_due_at(waiting):
+        store.add_callbacks(received[:waiting])
+        del received[:waiting]
+        while claimed := store.claim_due("w", 5_000.0, 10, 500):  # each fails, to be retried in an hour
+            store.settle([Settlement(delivery.id, "w", 5_000.0, "listener answered HTTP 503", 8_600.0) for delivery in claimed])
+        store.next_due_at()  # its statement prepared
+        next_due, steps = steps_of(store._connection(), store.next_due_at)
+        assert next_due == 8_600.0
+        return steps
+
+    few, many = steps_of_next_due_at(20), steps_of_next_due_at(1_980)
+
+    assert many < few + 50, (few, many)
+
+
+def writer_connection(store):
+    with store._write(flushed=False) as connection:
+        return connection
+
+
+def steps_of(connection, call):
+    """What ``call`` returns, and SQLite's own count of the work it did on ``connection`` (in 10s of VM steps)."""
+    steps = []
+    connection.set_progress_handler(lambda: steps.append(1), 10)
+    try:
+        return call(), len(steps)
+    finally:
+        connection.set_progress_handler(None, 0)
 
 
 def test_a_writer_gets_the_write_lock_as_soon_as_another_process_lets_it_go(store, path):

@@ -39,10 +39,12 @@ LAST_ERROR_MAX_CHARS = 500
 
 # An entry is due when its next attempt has come, or when the worker that
 # claimed it let its lease run out (it died or hung): someone else takes over.
-# Its first term is the condition of the index outbox_due (schema step 3), as
-# written there: SQLite uses a partial index only for a query that says so.
-_DUE = f"""o.state IN ('{PENDING}', '{CLAIMED}')
-    AND ((o.state = '{PENDING}' AND o.next_attempt_at <= :now) OR (o.state = '{CLAIMED}' AND o.claimed_until < :now))"""
+# Its first term is the condition of the index outbox_listener_due (schema
+# step 4), as written there: SQLite uses a partial index only for a query that says so.
+_DUE = f"""due.state IN ('{PENDING}', '{CLAIMED}')
+    AND ((due.state = '{PENDING}' AND due.next_attempt_at <= :now) OR (due.state = '{CLAIMED}' AND due.claimed_until < :now))"""
+# When an entry not delivered comes due: written as in the index outbox_listener_next_due.
+_NEXT_DUE = f"(CASE o.state WHEN '{PENDING}' THEN o.next_attempt_at ELSE o.claimed_until END)"
 _HAS_LISTENER = "EXISTS (SELECT 1 FROM registrations r WHERE r.account = o.account AND r.service = o.service)"
 
 _REGISTRATION_COLUMNS = "account, service, url, username, password"
@@ -70,16 +72,24 @@ class SqlStore(ABC):
     # Each step takes the schema from version n to n + 1. Append to it; never
     # edit a step that has shipped.
     MIGRATIONS = ()
-    # Ends claim_due's SELECT: how the backend keeps the rows it picks from
-    # other claimers until they are marked claimed.
+    # How claim_due joins to each registration (r) its listener's due entries,
+    # as o: ``{listener_due}`` is the FROM ... LIMIT of a SELECT of at most
+    # the limit of them, oldest first (its table named due), that walks that
+    # listener's alone in the index outbox_listener_due. Never the whole
+    # outbox in received_at order: that walked the entries of listeners not
+    # registered too.
+    CLAIM_JOIN = ""
+    # Ends the SELECT of each listener's due entries: how the backend keeps
+    # the rows it picks from other claimers until they are marked claimed.
     CLAIM_LOCK = ""
-    # How the backend is told to walk the due entries oldest first (the index
-    # outbox_due) and stop at the limit, rather than sort every due entry on
-    # every claim: what follows the outbox in claim_due's FROM, and statements
-    # run before its SELECT in its transaction. Without them, a fresh table
-    # (no statistics yet) gets the sort.
-    CLAIM_INDEX = ""
-    CLAIM_SETTINGS = ()
+    # What follows the outbox in the FROM of claim_due's SELECT of one
+    # listener's entries, and of next_due_at's: it tells a backend whose
+    # planner needs telling to walk them by the index outbox_listener_due
+    # (oldest first, stopping at the limit), or outbox_listener_next_due,
+    # rather than sort them or walk every entry not delivered, as it may on a
+    # fresh table (no statistics yet).
+    LISTENER_INDEX = ""
+    NEXT_DUE_INDEX = ""
     # The driver's errors that mean "not now" (server down, file locked, disk
     # full, no connection free) rather than a bug: callers get StoreUnavailable.
     UNAVAILABLE = ()
@@ -273,6 +283,9 @@ class SqlStore(ABC):
     def claim_due(self, worker, now, lease_s, limit):
         """Claim for ``worker`` up to ``limit`` due entries that have a listener, oldest first.
 
+        Each registration's listener's oldest ``limit`` due entries, then the
+        oldest ``limit`` of those: the entries of a listener not registered
+        (or no longer) are never walked, however many wait.
         The SELECT and the UPDATE run in one transaction, under the backend's
         CLAIM_LOCK, so that no entry is claimed by two workers. (Not UPDATE
         ... RETURNING: it cannot return the registration's columns nor keep an order.)
@@ -283,17 +296,16 @@ class SqlStore(ABC):
         entry be claimed and sent again, as a lapsed lease does.
         """
         with self._write(flushed=False) as db:
-            for statement in self.CLAIM_SETTINGS:
-                db.execute(statement)
+            listener_due = f"""FROM outbox due {self.LISTENER_INDEX}
+                WHERE due.account = r.account AND due.service = r.service AND {_DUE}
+                ORDER BY due.received_at, due.id LIMIT :limit {self.CLAIM_LOCK}"""
             rows = db.execute(
                 f"""SELECT o.id, o.account, o.service, o.request_id, o.body, o.attempts,
                     r.url, r.username, r.password, o.received_at, q.kind_spellings
-                FROM outbox o {self.CLAIM_INDEX} JOIN registrations r ON r.account = o.account AND r.service = o.service
+                FROM registrations r {self.CLAIM_JOIN.format(listener_due=listener_due)}
                 LEFT JOIN requests q ON q.request_id = o.request_id
-                WHERE {_DUE}
                 ORDER BY o.received_at, o.id
-                LIMIT :limit
-                {self.CLAIM_LOCK}""",
+                LIMIT :limit""",
                 {"now": now, "limit": limit},
             ).fetchall()
             db.executemany(
@@ -448,9 +460,17 @@ class SqlStore(ABC):
         Includes the leases of claimed entries: if their worker dies, they
         come due when the lease runs out.
         """
+        # Per registration, the first of its listener's entries in the index
+        # outbox_listener_next_due (its expression as written there): a join,
+        # or a MIN, may be planned as a walk of every entry not delivered.
         [(next_due,)] = self._read(
-            f"""SELECT MIN(CASE o.state WHEN '{PENDING}' THEN o.next_attempt_at ELSE o.claimed_until END)
-            FROM outbox o WHERE o.state IN ('{PENDING}', '{CLAIMED}') AND {_HAS_LISTENER}"""
+            f"""SELECT MIN(listener.next_due) FROM (
+                SELECT (SELECT {_NEXT_DUE} FROM outbox o {self.NEXT_DUE_INDEX}
+                    WHERE o.account = r.account AND o.service = r.service AND o.state IN ('{PENDING}', '{CLAIMED}')
+                    ORDER BY {_NEXT_DUE} LIMIT 1
+                ) AS next_due
+                FROM registrations r
+            ) listener"""
         )
         return next_due
 
