@@ -202,7 +202,9 @@ class WholeRequestWorker(ThreadWorker):
         self._buffered = 0
         self._max_buffered = BUFFERED_BODIES * self._limits.max_body_bytes
         self._deferred = []  # the listeners' selector keys while they are left to the other workers
-        self._accept_now = False
+        # A deferral ran out with a connection still waiting: no other worker takes
+        # any, so this one accepts at once until it has a thread to spare again.
+        self._others_busy = False
         super().init_process()
 
     def run(self):
@@ -214,7 +216,7 @@ class WholeRequestWorker(ThreadWorker):
         return time.monotonic() + self._limits.read_timeout_s
 
     def accept(self, server, listener):
-        if self._loaded() and not self._accept_now:
+        if self._loaded() and not self._others_busy:
             with self._lock:
                 self._deferred.append(self.poller.unregister(listener))
             self.poller.wake_at = time.monotonic() + ACCEPT_DEFERRAL_S
@@ -285,8 +287,10 @@ class WholeRequestWorker(ThreadWorker):
     def murder_keepalived(self):
         super().murder_keepalived()
         now = time.monotonic()
-        if self._deferred and (now >= self.poller.wake_at or not self._loaded()):  # (called after every select)
-            self._accept_deferred()
+        loaded = self._loaded()  # (called after every select)
+        self._others_busy = self._others_busy and loaded
+        if self._deferred and (now >= self.poller.wake_at or not loaded):
+            self._accept_deferred(ran_out=loaded)
         with self._lock:
             late = [conn for conn, deadline in self._reading.items() if deadline < now]
         for conn in late:
@@ -297,17 +301,23 @@ class WholeRequestWorker(ThreadWorker):
         thread here, and another worker may have one. Idle kept-alive connections (``_keep``) wait for nothing."""
         return self.nr_conns - len(self._keep) >= self.cfg.threads and self.cfg.workers > 1
 
-    def _accept_deferred(self):
-        """The deferral is over: listen again, and take a connection still waiting, loaded or not."""
+    def _accept_deferred(self, ran_out):
+        """The deferral is over: listen again, and take a connection still waiting, loaded or not.
+
+        When it ``ran_out`` and one was still waiting, the other workers are as
+        busy: deferring the next ones too would accept a burst of connections
+        one per deferral (50 clients connecting at once took 2 s).
+        """
         deferred, self._deferred, self.poller.wake_at = self._deferred, [], None
-        self._accept_now = True
+        connections = self.nr_conns
+        self._others_busy = True
         try:
             for key in deferred:
                 with self._lock:
                     self.poller.register(key.fileobj, selectors.EVENT_READ, key.data)
                 key.data(key.fileobj)  # accept(): nothing waiting is EAGAIN, ignored
         finally:
-            self._accept_now = False
+            self._others_busy = ran_out and self.nr_conns > connections
 
     def _drop(self, conn, refusal=None):
         """Close a connection whose request is being received, answering ``refusal`` if there is one."""
