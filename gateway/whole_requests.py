@@ -24,7 +24,9 @@ client pool (8 of 8), and served them all on one core while the other
 idled, at half the throughput. A worker with as many requests under way as
 it has threads stops accepting, leaving a new connection to a worker with a
 thread to spare, until one of its own requests is done or
-``ACCEPT_DEFERRAL_S`` has passed; then it accepts it itself if no other did.
+``ACCEPT_DEFERRAL_S`` has passed; then it accepts it itself if no other did,
+and, the others being as busy, accepts at once until it has a thread to
+spare again.
 
 Pipelined requests (a second request sent before the first is answered) are
 not replayed: the connection is closed after the first one's answer, and
