@@ -77,6 +77,7 @@ def test_each_callback_is_posted_once_over_a_kept_alive_connection_or_a_fresh_on
     try:
         for n in range(CALLBACKS):  # one at a time: the idle listener has closed the last connection first
             add(store, f"r-{n}")
+            worker.wake()  # as the receiver does once it stored one
             wait_until(lambda: store.counts()["delivered"] == n + 1, what=f"callback {n} delivered")
             if listener.closes_when_idle:
                 wait_until(lambda: listener.closed == n + 1, what=f"connection {n} closed")
