@@ -45,6 +45,20 @@ def test_sealed_secrets_are_nowhere_in_the_sqlite_files_and_still_read_back(stor
     assert b"legacy" in on_disk, "the check would find the secrets were they stored as they are"
 
 
+@pytest.mark.parametrize("before", ["new", "written without a key"])
+def test_sealing_checkpoints_the_wal_empty_so_no_page_as_it_was_is_left_in_it(store_path, before):
+    if before == "written without a key":
+        plain = SqliteStore(store_path)
+        fill(plain)
+        plain.close()
+    sealed = SqliteStore(store_path, secret_keys=(NEW_KEY,))  # seals in its migration
+    try:
+        wal = store_path.parent / (store_path.name + "-wal")
+        assert wal.stat().st_size == 0, "the checkpoint after sealing did not empty the WAL"
+    finally:
+        sealed.close()
+
+
 def test_a_store_written_without_a_key_is_sealed_when_one_is_given(store_path):
     plain = SqliteStore(store_path)
     username, password = fill(plain)

@@ -129,7 +129,10 @@ class SqliteStore(SqlStore):
         with self._unavailable_on_error():
             if self._resealed:
                 # Into the file, and out of the WAL, which still holds the pages as they were.
-                self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                # On the writer, which wrote them: from this thread's reading connection
+                # the checkpoint waited out the busy timeout, then left them there.
+                with self._writing:
+                    self._writer().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self):
         with self._lock:
