@@ -142,13 +142,14 @@ def wait_for_arrivals(port, count, timeout_s):
 
 @contextlib.contextmanager
 def store_location(kind, workdir):
-    """(a function opening the store, the gateway's environment naming it) for a SQLite file in ``workdir``
-    or a database of a PostgreSQL server of this run's own (stopped by PID at the end)."""
+    """(a function opening the store, the gateway's environment naming it, the PID of the store's server
+    or None) for a SQLite file in ``workdir`` or a database of a PostgreSQL server of this run's own
+    (stopped by PID at the end), whose CPU is counted as this run's, not as others'."""
     from gateway.store import PostgresStore, SqliteStore
 
     if kind == "sqlite":
         path = workdir / "gateway.sqlite3"
-        yield (lambda: SqliteStore(path)), {"M2MGW_STORE_PATH": str(path)}
+        yield (lambda: SqliteStore(path)), {"M2MGW_STORE_PATH": str(path)}, None
         return
     sys.path.insert(0, str(ROOT))
     from tests.conftest_postgres import PostgresServer, postgres_bin_dir
@@ -158,7 +159,7 @@ def store_location(kind, workdir):
     server = PostgresServer(postgres_bin_dir(), tempfile.mkdtemp(prefix="m2m-bench-postgres-")).start()
     try:
         url = server.create_database()
-        yield (lambda: PostgresStore(url)), {"M2MGW_STORE_URL": url}
+        yield (lambda: PostgresStore(url)), {"M2MGW_STORE_URL": url}, server.pid
     finally:
         server.stop()
 
@@ -273,7 +274,7 @@ def main(argv=None):
 
     print_machine()
     ensure_gunicorn()
-    with tempfile.TemporaryDirectory(prefix="m2m-bench-") as tmp, store_location(args.store, Path(tmp)) as (open_store, store_env):
+    with tempfile.TemporaryDirectory(prefix="m2m-bench-") as tmp, store_location(args.store, Path(tmp)) as (open_store, store_env, store_pid):
         workdir = Path(tmp)
         listener_port, gateway_port = free_port(), free_port()
         listener = Child(
@@ -301,11 +302,12 @@ def main(argv=None):
             raise SystemExit(f"warm-up callbacks were not delivered\n{gateway.log()[-2000:]}")
 
         post = functools.partial(post_all, args.generator, gateway.port, workdir=workdir)
+        servers = (gateway, listener, store_pid)
         phases = [
-            measure_phase(f"burst: {args.count:,} callbacks, {args.posters} closed-loop posters", "burst", args.count, args.posters, None, post, gateway, listener),
+            measure_phase(f"burst: {args.count:,} callbacks, {args.posters} closed-loop posters", "burst", args.count, args.posters, None, post, *servers),
             measure_phase(
                 f"paced: {args.paced_count:,} callbacks at {args.paced_rate:g}/s", "paced", args.paced_count, PACED_POSTERS, args.paced_rate, post,
-                gateway, listener,
+                *servers,
             ),
         ]
         gateway.stop()
@@ -347,16 +349,19 @@ def main(argv=None):
     return 0
 
 
-def measure_phase(title, prefix, count, posters, rate, post, gateway, listener):
+def measure_phase(title, prefix, count, posters, rate, post, gateway, listener, store_pid):
     """Post ``count`` callbacks with ``post`` (closed loop, or at ``rate`` per second), wait until all are delivered."""
     jobs = jobs_for(prefix, count)
     already = _get(listener.port, "/_count")
-    background = Background([gateway.pid, listener.pid])
+    store_pids = [store_pid] if store_pid is not None else []
+    background = Background([gateway.pid, listener.pid, *store_pids])
     gateway_cpu, listener_cpu = cpu_seconds(gateway.pid), cpu_seconds(listener.pid)
+    store_cpu = sum(cpu_seconds(pid) for pid in store_pids)
     results, posted_cpu = post(jobs, posters, rate)
     drained = wait_for_arrivals(listener.port, already + count, DRAIN_TIMEOUT_S)
     background.stop()
     gateway_cpu, listener_cpu = cpu_seconds(gateway.pid) - gateway_cpu, cpu_seconds(listener.pid) - listener_cpu
+    store_cpu = sum(cpu_seconds(pid) for pid in store_pids) - store_cpu
     arrivals = _get(listener.port, "/_arrivals")
 
     first_post = min(started for _, started, _, _ in results)
@@ -387,7 +392,9 @@ def measure_phase(title, prefix, count, posters, rate, post, gateway, listener):
         f"after the first post (latency min {min(latencies, default=float('nan')):.1f} ms, max "
         f"{max(latencies, default=float('nan')):.0f} ms){'' if drained else f'; NOT ALL DELIVERED within {DRAIN_TIMEOUT_S} s'}; "
         f"CPU: gateway (all its processes) {gateway_cpu:.2f} s = {gateway_cpu * 1000 / max(len(arrived), 1):.2f} ms per "
-        f"callback received and delivered, listener {listener_cpu:.2f} s, posters {posted_cpu:.2f} s = "
+        f"callback received and delivered, "
+        f"{f'PostgreSQL server {store_cpu:.2f} s = {store_cpu * 1000 / max(len(arrived), 1):.2f} ms per callback, ' if store_pids else ''}"
+        f"listener {listener_cpu:.2f} s, posters {posted_cpu:.2f} s = "
         f"{posted_cpu * 1000 / max(len(results), 1):.3f} ms per callback posted; {background.note()}"
     )
     lost = sum(1 for rid in accepted if rid not in arrived)

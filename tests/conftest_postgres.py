@@ -95,6 +95,11 @@ class PostgresServer:
                 self._process.kill()
                 self._process.wait(timeout=SHUTDOWN_TIMEOUT_S)
 
+    @property
+    def pid(self):
+        """The postmaster's; the server's other processes are its children."""
+        return self._process.pid
+
     def url(self, database="postgres"):
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
