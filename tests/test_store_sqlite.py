@@ -186,20 +186,27 @@ def steps_of(connection, call):
 
 def test_a_writer_gets_the_write_lock_as_soon_as_another_process_lets_it_go(store, path):
     store.put_registration("a", "StateService", "http://listener.example/", None, None)  # the file, ready
-    other_process = sqlite3.connect(path, isolation_level=None)
-    other_process.execute("BEGIN IMMEDIATE")
-    stored_at = []
-    writer = threading.Thread(
-        target=lambda: stored_at.append((store.add_callback("k", "a", "StateService", "r", "{}", 1000.0), time.monotonic()))
-    )
-    writer.start()
-    # The other writer's transaction lasts a quarter of a second: by then SQLite's own
-    # busy handler sleeps 100 ms between tries, and the lock would sit free for most of one.
-    time.sleep(0.24)
-    released_at = time.monotonic()
-    other_process.execute("ROLLBACK")
-    other_process.close()
-    writer.join(timeout=10)
-
-    [(stored, at)] = stored_at
-    assert stored and at - released_at < 0.04, at - released_at
+    waits = []
+    # The best of three: a loaded machine may be late to run the writer once, while
+    # SQLite's own busy handler is late the same ~90 ms every time (its sleeps are fixed).
+    for attempt in range(3):
+        other_process = sqlite3.connect(path, isolation_level=None)
+        other_process.execute("BEGIN IMMEDIATE")
+        stored_at = []
+        writer = threading.Thread(
+            target=lambda: stored_at.append(
+                (store.add_callback(f"k{attempt}", "a", "StateService", "r", "{}", 1000.0), time.monotonic())
+            )
+        )
+        writer.start()
+        # The other writer's transaction lasts a quarter of a second: by then SQLite's own
+        # busy handler sleeps 100 ms between tries, and the lock would sit free for most of one.
+        time.sleep(0.24)
+        released_at = time.monotonic()
+        other_process.execute("ROLLBACK")
+        other_process.close()
+        writer.join(timeout=10)
+        [(stored, at)] = stored_at
+        assert stored
+        waits.append(at - released_at)
+    assert min(waits) < 0.04, waits
