@@ -324,6 +324,7 @@ class _Wakeups:
         self._kept = 0
         self._closed = False
         self._condition = threading.Condition()
+        self.waiting = 0  # senders idle in wait() now
 
     def wake(self):
         with self._condition:
@@ -334,7 +335,11 @@ class _Wakeups:
     def wait(self, timeout):
         with self._condition:
             if not self._kept and not self._closed:
-                self._condition.wait(timeout)
+                self.waiting += 1
+                try:
+                    self._condition.wait(timeout)
+                finally:
+                    self.waiting -= 1
             if self._kept:
                 self._kept -= 1
 
