@@ -213,7 +213,7 @@ class SqliteStore(SqlStore):
                 if self._closed:
                     raise StoreClosed("the store is closed")
                 # No busy handler: _begin waits for the write lock, and nothing else waits for one.
-                self._writer_db = self._open(SYNCHRONOUS, busy_timeout_s=0)
+                self._writer_db = self._open(busy_timeout_s=0)
         return self._writer_db
 
     def _drop_writer(self):
@@ -230,16 +230,16 @@ class SqliteStore(SqlStore):
             # the finished ones left behind rather than leak a file handle each.
             for thread in [thread for thread in self._connections if not thread.is_alive()]:
                 self._connections.pop(thread).close()
-            db = self._connections[threading.current_thread()] = self._open(SYNCHRONOUS, self._busy_timeout_s)
+            db = self._connections[threading.current_thread()] = self._open(self._busy_timeout_s)
             return db
 
-    def _open(self, synchronous, busy_timeout_s):
+    def _open(self, busy_timeout_s):
         # isolation_level=None: no implicit transactions, ours are explicit.
         # check_same_thread=False: so that the writer serves every thread, and
         # close() and the sweep in _connect can close another thread's connection.
         db = sqlite3.connect(self._path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
         # Per connection, not stored in the file.
-        db.execute(f"PRAGMA synchronous = {synchronous}")
+        db.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
         return db
 
 
