@@ -257,3 +257,22 @@ def test_a_stored_callback_wakes_one_idle_sender_not_every_one(store_path, liste
     finally:
         worker.stop(timeout=5)
         store.close()
+
+
+def test_a_listener_url_that_cannot_be_sent_fails_its_attempts_without_echoing_its_query(store, listener, caplog):
+    """A registration's URL with a space in its query (RegisterCallback takes any absolute
+    URL): no request can carry it, and its query, a token as likely as not, is in no line."""
+    caplog.set_level(logging.INFO)
+    store.put_registration(ACCOUNT, SERVICE, listener.url + "?token=s3cret token", "legacy", "pw")
+    add(store, "r-unsendable")
+    worker = running_worker(store, settings(max_attempts=2))
+    try:
+        wait_until(lambda: store.counts()["dead"] == 1, what="the entry dead")
+    finally:
+        worker.stop(timeout=5)
+    [dead] = store.outbox("dead")
+    assert dead.last_error.startswith("listener unreachable (ValueError: the request target holds"), dead.last_error
+    assert listener.acknowledged() == []
+    lines = [record.getMessage() for record in caplog.records]
+    assert any("r-unsendable" in line for line in lines)
+    assert not [line for line in [*lines, dead.last_error] if "s3cret" in line]
