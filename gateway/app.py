@@ -52,7 +52,7 @@ class Gateway:
         runtime.registrar.registered = self._worker.wake
         mounts = {service_path(name): _endpoint(config, name, runtime) for name in SERVICES}
         mounts[config.callbacks.path] = CallbackReceiver(
-            runtime.store, runtime.registrar.gateway_credentials, config.callbacks.allowed_sources, self._worker.wake
+            runtime.store, runtime.registrar.gateway_credentials, config.callbacks.allowed_sources, self._worker
         )
         mounts["/healthz"] = healthz
         mounts["/readyz"] = Readiness(runtime.store, runtime.thingspace, self._worker)

@@ -424,6 +424,55 @@ def test_an_attempt_without_a_post_is_kept_too(store):
     )
 
 
+def received(key, now=NOW, account=ACCOUNT, claimed_by="w", lease_s=10):
+    """A callback as the receiver hands it to the store, claimed for ``claimed_by`` if its listener can take it."""
+    return ReceivedCallback(key, account, SERVICE, f"request-{key}", json.dumps({"key": key}), now, claimed_by, now + lease_s)
+
+
+def test_a_callback_received_claimed_is_stored_claimed_and_comes_back_as_its_delivery(store):
+    register(store)
+    store.remember_request("request-spelled", {"imei": "Imei"}, NOW)
+
+    [handed] = store.add_callbacks([received("spelled")])
+
+    assert handed == Delivery(
+        handed.id, ACCOUNT, SERVICE, "request-spelled", json.dumps({"key": "spelled"}), 0, URL, "listener", "s3cret", NOW,
+        '{"imei": "Imei"}',
+    )
+    assert store.counts() == {"pending": 0, "claimed": 1, "delivered": 0, "dead": 0}
+    # Claimed as a claim_due claims: no one else takes it while its lease holds, anyone after.
+    assert store.claim_due("other", NOW + 9, lease_s=10, limit=10) == []
+    assert store.renew_claims("w", [handed.id], NOW + 20) is None
+    assert store.claim_due("other", NOW + 11, lease_s=10, limit=10) == []
+    assert store.mark_delivered(handed.id, "w", NOW + 12, url=URL, duration_s=0.1) is True
+    assert [attempt.number for attempt in store.request_callbacks("request-spelled")[0].attempts] == [1]
+
+
+def test_a_callback_received_claimed_is_stored_unclaimed_when_its_listener_is_not_registered_or_has_older_entries_due(store):
+    [unregistered] = store.add_callbacks([received("unregistered")])
+    assert unregistered is True
+    register(store)
+    # The older entry due now goes first: the new one waits its turn, unclaimed.
+    assert store.add_callbacks([received("behind", now=NOW + 1)]) == [True]
+    assert [d.request_id for d in store.claim_due("w", NOW + 1, lease_s=10, limit=1)] == ["request-unregistered"]
+    # An entry waiting for a later retry, or claimed by a live worker, is not due: it holds nothing back.
+    [behind] = store.claim_due("w", NOW + 1, lease_s=10, limit=1)
+    store.mark_failed(behind.id, "w", NOW + 2, "listener answered HTTP 503", retry_at=NOW + 60)
+    [after_both] = store.add_callbacks([received("after", now=NOW + 3)])
+    assert isinstance(after_both, Delivery) and after_both.request_id == "request-after"
+    # Not claimed when the receiver did not ask; a duplicate is one however it is received.
+    assert store.add_callbacks([received("plain", now=NOW + 4, claimed_by=None), received("after", now=NOW + 4)]) == [True, False]
+    assert store.counts() == {"pending": 2, "claimed": 2, "delivered": 0, "dead": 0}  # behind and plain; unregistered and after
+
+
+def test_callbacks_received_claimed_together_are_each_claimed_in_one_transaction(store):
+    register(store)
+    results = store.write_outbox([received("a"), received("b", account="unregistered"), received("c")])
+    assert [type(result) for result in results] == [Delivery, bool, Delivery]
+    assert [result.request_id for result in results if result is not True] == ["request-a", "request-c"]
+    assert store.claim_due("w", NOW, lease_s=10, limit=10) == []
+
+
 def test_the_attempt_of_a_worker_that_lost_its_claim_is_not_recorded(store):
     register(store)
     add(store, "a")

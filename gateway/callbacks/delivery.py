@@ -4,7 +4,9 @@ Each gateway process runs one, with a few sending threads. The workers of
 several processes share the store: an entry is claimed (with a lease) before
 it is sent, so one worker sends it at a time. A live worker renews its leases
 four times a lease; the claims of a worker that died lapse within the lease
-(``[callbacks] claim_lease_s``) and are taken again.
+(``[callbacks] claim_lease_s``) and are taken again. A callback this process
+receives while its listener has nothing older due is stored already claimed
+by this process's worker and handed to a sender: no claim transaction for it.
 A listener acknowledges with 2xx; anything else (an envelope that cannot be
 built included) is retried with exponential back-off until ``max_attempts``,
 then the entry is dead (``m2m-gateway callbacks dead`` lists them, ``retry``
@@ -42,13 +44,16 @@ from gateway.exceptions import (
     StoreUnavailable,
 )
 from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED, DELIVERY_PASS_COMPLETED
-from gateway.store.records import Settlement
+from gateway.store.records import Delivery, Settlement
 from gateway.supervise import supervised_thread
 from gateway.translate import callback
 
 log = logging.getLogger(__name__)
 
 BATCH = 10
+# Entries handed over by the receiver waiting for a sender, at most: past
+# this, callbacks are stored for any process to claim.
+HANDED_MAX = BATCH
 # Threads sending at once in each process: a slow listener holds one, not all.
 SENDERS = 4
 # A lease ([callbacks] claim_lease_s) is renewed this many times while it
@@ -102,6 +107,8 @@ class DeliveryWorker:
         self._renewed_at = 0.0
         self._pass_completed_at = time.time()
         self._threads = []
+        # Each sender's own: when it next claims, unless woken (see _pass).
+        self._sender = threading.local()
 
     def start(self):
         self._threads = [
@@ -120,6 +127,23 @@ class DeliveryWorker:
         """A callback was stored: one sender looks now rather than at the next poll."""
         self._wakeups.wake()
 
+    def hand_off_claim(self, now):
+        """(worker, until): what a callback received at ``now`` is stored claimed by,
+        to be handed to this worker by ``stored``; (None, None) while enough wait already.
+        """
+        if self._stopping.is_set() or self._wakeups.handed >= HANDED_MAX:
+            return None, None
+        return self._id, now + self._lease_s
+
+    def stored(self, result):
+        """The receiver stored a callback: ``result`` is its Delivery if the store claimed it
+        for this worker (see ``hand_off_claim``), to send; else a sender looks for it."""
+        if isinstance(result, Delivery):
+            self._hold({result.id}, result.received_at)  # renewed from now on, as a claim is
+            self._wakeups.hand(result)
+        else:
+            self._wakeups.wake()
+
     def check_progress(self):
         """Raise DeliveryStalled when no delivery pass completed within ``delivery_stall_s``.
 
@@ -133,28 +157,44 @@ class DeliveryWorker:
     # -- the loops -----------------------------------------------------------------
 
     def _pass(self):
-        """Record what waits to be recorded, keep house, send what is due; then wait if there was nothing."""
+        """Record what waits to be recorded, keep house; send what the receiver handed over,
+        or, once woken for a stored callback or at the time the last claim said, claim and send what is due."""
         self._record_unrecorded()
         now = time.time()
         self._housekeeping(now)
+        handed = self._wakeups.take(BATCH)
+        if handed:  # claimed as they were stored
+            outcomes = self._send(handed, min(delivery.received_at for delivery in handed))
+            if any(outcome.problem is not None for outcome in outcomes):
+                self._sender.claim_at = 0.0  # its retry is due some time: the next claim says when
+        elif now >= getattr(self._sender, "claim_at", 0.0) or self._wakeups.wait(self._sender.claim_at - now):
+            self._claim_and_send(time.time())  # after the wait: what was stored meanwhile is due too
+        self._pass_completed_at = time.time()
+        DELIVERY_PASS_COMPLETED.set(self._pass_completed_at)
+
+    def _claim_and_send(self, now):
         deliveries = self._store.claim_due(self._id, now, self._lease_s, BATCH)
+        self._send(deliveries, now)
+        if len(deliveries) == BATCH:
+            self._wakeups.wake()  # there may be more: another sender looks too
+        # Nothing due: the next claim when the next entry comes due, unless a stored callback wakes it first.
+        self._sender.claim_at = 0.0 if deliveries else time.time() + self._idle_wait()
+
+    def _send(self, deliveries, claimed_at):
+        """Send ``deliveries``, claimed at ``claimed_at``, while their lease holds; their outcomes."""
         claimed = {delivery.id for delivery in deliveries}
-        self._hold(claimed, now)
+        self._hold(claimed, claimed_at)
+        outcomes = []
         try:
             for delivery in deliveries:
                 # Unrenewed past half the lease, another worker may soon own the entry: never send it then.
-                if self._stopping.is_set() or time.time() - max(now, self._renewed_at) > self._lease_s / 2:
+                if self._stopping.is_set() or time.time() - max(claimed_at, self._renewed_at) > self._lease_s / 2:
                     break  # the remaining claims lapse and are taken again
-                self._deliver(delivery)
+                outcomes.append(self._deliver(delivery))
         finally:
             # Left unsent (or recorded): no longer renewed. What waits to be recorded stays held.
             self._release(claimed - {outcome.delivery.id for outcome in list(self._unrecorded)})
-        self._pass_completed_at = time.time()
-        DELIVERY_PASS_COMPLETED.set(self._pass_completed_at)
-        if len(deliveries) == BATCH:
-            self._wakeups.wake()  # there may be more: another sender looks too
-        elif not deliveries:
-            self._wakeups.wait(self._idle_wait())
+        return outcomes
 
     def _renew_claims(self):
         started = time.time()
@@ -219,7 +259,9 @@ class DeliveryWorker:
             started = time.monotonic()
             problem = self._post(delivery.url, envelope)
             duration_s = time.monotonic() - started
-        self._record(Outcome(delivery, attempt, time.time(), problem, duration_s))
+        outcome = Outcome(delivery, attempt, time.time(), problem, duration_s)
+        self._record(outcome)
+        return outcome
 
     def _record(self, outcome):
         """Record ``outcome`` in the store; if the store fails, keep it to record first when it is back."""
@@ -310,21 +352,38 @@ class DeliveryWorker:
 
 
 class _Wakeups:
-    """Wakes one idle sender per ``wake()``: a callback stored is one entry to claim.
+    """What the senders wait for: entries handed over to send, and wakes to claim.
 
-    Not an Event, which woke every idle sender of the process, each to run a
-    claim transaction (and take the store's write lock) for the one entry.
-    A wake while no sender waits is kept for the next one to wait, up to
-    ``limit`` of them, so none is missed between a claim that found nothing
-    and the wait. After ``close()`` no sender waits any more.
+    A wake is one stored callback to claim: it wakes one idle sender, not
+    every one (an Event did), each to run a claim transaction (and take the
+    store's write lock) for the one entry. A wake while no sender waits is
+    kept for the next one to wait, up to ``limit`` of them, so none is missed
+    between a claim that found nothing and the wait. After ``close()`` no
+    sender waits any more.
     """
 
     def __init__(self, limit):
         self._limit = limit
         self._kept = 0
+        self._handed = collections.deque()
         self._closed = False
         self._condition = threading.Condition()
         self.waiting = 0  # senders idle in wait() now
+
+    @property
+    def handed(self):
+        """Entries handed over that no sender has taken yet."""
+        return len(self._handed)
+
+    def hand(self, delivery):
+        with self._condition:
+            self._handed.append(delivery)
+            self._condition.notify()
+
+    def take(self, limit):
+        """Up to ``limit`` of the entries handed over, oldest first; none waiting, []."""
+        with self._condition:
+            return [self._handed.popleft() for _ in range(min(limit, len(self._handed)))]
 
     def wake(self):
         with self._condition:
@@ -333,15 +392,22 @@ class _Wakeups:
                 self._condition.notify()
 
     def wait(self, timeout):
+        """Wait up to ``timeout`` for a wake or an entry handed over: whether to claim now
+        (woken, or the time is up), not when an entry was handed over or after ``close()``."""
         with self._condition:
-            if not self._kept and not self._closed:
+            notified = True
+            if not self._kept and not self._handed and not self._closed:
                 self.waiting += 1
                 try:
-                    self._condition.wait(timeout)
+                    notified = self._condition.wait(timeout)
                 finally:
                     self.waiting -= 1
+            if self._closed or self._handed:
+                return False
             if self._kept:
                 self._kept -= 1
+                return True
+            return not notified  # notified for what another sender took first: not the time yet
 
     def close(self):
         with self._condition:

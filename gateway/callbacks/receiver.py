@@ -39,14 +39,16 @@ COMMIT_WAIT_S = 5
 class CallbackReceiver:
     """WSGI application for ``POST {path}/{account}/{service}``."""
 
-    def __init__(self, store, credentials, allowed_sources=(), on_stored=None):
-        """``allowed_sources``: the networks callbacks may come from; empty, any."""
+    def __init__(self, store, credentials, allowed_sources=(), delivery=None):
+        """``allowed_sources``: the networks callbacks may come from; empty, any.
+        ``delivery``: this process's DeliveryWorker, to hand what is stored to.
+        """
         # Concurrent callbacks committed together, and with the delivery outcomes
         # recorded meanwhile: one wait for the disk for all of them.
         self._write_receipt = store.outbox_writer(COMMIT_WAIT_S, "the callback")
         self._credentials = credentials
         self._allowed_sources = allowed_sources
-        self._on_stored = on_stored or (lambda: None)
+        self._delivery = delivery
 
     def __call__(self, environ, start_response):
         # The environ read directly, not through werkzeug's Request and Response: a third of this call's CPU.
@@ -93,11 +95,16 @@ class CallbackReceiver:
         except RequestInvalid as error:
             return "refused", 400, str(error)
         event = {key: value for key, value in body.items() if key not in ("username", "password")}
+        now = time.time()
+        claimed_by, claimed_until = self._delivery.hand_off_claim(now) if self._delivery else (None, None)
         stored = self._write_receipt(
-            ReceivedCallback(callback.dedupe_key(body), account, service, body["requestId"], json.dumps(event), time.time())
+            ReceivedCallback(
+                callback.dedupe_key(body), account, service, body["requestId"], json.dumps(event), now, claimed_by, claimed_until
+            )
         )
         if stored:
-            self._on_stored()
+            if self._delivery:
+                self._delivery.stored(stored)
             return "stored", 200, "stored"
         log.info("callback requestId=%s already stored: acknowledged again", body["requestId"])
         return "duplicate", 200, "already stored"

@@ -114,7 +114,12 @@ class StoredCallback:
 
 @dataclass(frozen=True)
 class ReceivedCallback:
-    """A callback as the receiver stores it: ThingSpace's event (credentials removed) as JSON text."""
+    """A callback as the receiver stores it: ThingSpace's event (credentials removed) as JSON text.
+
+    With ``claimed_by``, stored already claimed by that worker until
+    ``claimed_until`` if its listener can take it now: the worker sends it
+    without a claim of its own (see ``SqlStore.add_callbacks``).
+    """
 
     dedupe_key: str
     account: str
@@ -122,6 +127,8 @@ class ReceivedCallback:
     request_id: str | None
     body: str
     received_at: float
+    claimed_by: str | None = None
+    claimed_until: float | None = None
 
 
 @dataclass(frozen=True)

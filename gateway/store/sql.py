@@ -249,36 +249,75 @@ class SqlStore(ABC):
         """``add_callback`` for several ``ReceivedCallback`` in one transaction: a result for each, in order.
 
         A dedupe key twice in ``callbacks`` is stored once, the second is a duplicate.
+        A callback with ``claimed_by`` is stored claimed by that worker, and its
+        result is its ``Delivery``, when its listener is registered and has no
+        older entry due; otherwise it is stored as any other (True).
         """
         with self._write() as db:
             return self._add_callbacks(db, callbacks)
 
-    @staticmethod
-    def _add_callbacks(db, callbacks):
+    def _add_callbacks(self, db, callbacks):
         # Keys inserted in their order: two transactions inserting the same keys
         # (a re-sent callback in two processes) wait for each other, never deadlock.
         order = sorted(range(len(callbacks)), key=lambda n: callbacks[n].dedupe_key)
         stored = [False] * len(callbacks)
         for n in order:
             received = callbacks[n]
+            values = {
+                "dedupe_key": received.dedupe_key,
+                "account": received.account,
+                "service": received.service,
+                "request_id": received.request_id,
+                "body": received.body,
+                "now": received.received_at,
+            }
+            if received.claimed_by is not None:
+                handed = self._add_claimed(db, received, values)
+                if handed is not None:
+                    stored[n] = handed
+                    continue
             stored[n] = (
                 db.execute(
                     f"""INSERT INTO outbox
                     (dedupe_key, account, service, request_id, body, state, attempts, received_at, next_attempt_at)
                     VALUES (:dedupe_key, :account, :service, :request_id, :body, '{PENDING}', 0, :now, :now)
                     ON CONFLICT (dedupe_key) DO NOTHING""",
-                    {
-                        "dedupe_key": received.dedupe_key,
-                        "account": received.account,
-                        "service": received.service,
-                        "request_id": received.request_id,
-                        "body": received.body,
-                        "now": received.received_at,
-                    },
+                    values,
                 ).rowcount
                 == 1
             )
         return stored
+
+    def _add_claimed(self, db, received, values):
+        """Insert ``received`` claimed by its ``claimed_by`` and return its Delivery (False: a
+        duplicate); None, inserting nothing, when its listener is not registered or has
+        an older entry due, which goes first.
+        """
+        listener = db.execute(
+            f"""SELECT r.url, r.username, r.password,
+                (SELECT q.kind_spellings FROM requests q WHERE q.request_id = :request_id)
+            FROM registrations r WHERE r.account = :account AND r.service = :service
+            AND NOT EXISTS (SELECT 1 FROM outbox due {self.LISTENER_INDEX}
+                WHERE due.account = :account AND due.service = :service AND {_DUE})""",
+            values,
+        ).fetchall()
+        if not listener:
+            return None
+        [(url, username, password, kind_spellings)] = listener
+        inserted = db.execute(
+            f"""INSERT INTO outbox (dedupe_key, account, service, request_id, body, state, attempts,
+                received_at, next_attempt_at, claimed_by, claimed_until)
+            VALUES (:dedupe_key, :account, :service, :request_id, :body, '{CLAIMED}', 0, :now, :now, :worker, :until)
+            ON CONFLICT (dedupe_key) DO NOTHING RETURNING id""",
+            {**values, "worker": received.claimed_by, "until": received.claimed_until},
+        ).fetchall()
+        if not inserted:
+            return False
+        [(id,)] = inserted
+        return Delivery(
+            id, received.account, received.service, received.request_id, received.body, 0,
+            url, username, self._box.open(password), received.received_at, kind_spellings,
+        )
 
     def claim_due(self, worker, now, lease_s, limit):
         """Claim for ``worker`` up to ``limit`` due entries that have a listener, oldest first.

@@ -1,0 +1,118 @@
+"""Callbacks the receiver hands straight to its process's senders: in process, a real SQLite
+file, a real listener on 127.0.0.1.
+
+A callback whose listener has nothing older due is stored already claimed by
+the process's delivery worker and handed to a sender: no claim transaction
+for it. What a sender cannot take soon, and what waits behind older entries,
+is stored for any worker to claim, as before; and a handed entry whose worker
+never sends it is taken by another once its lease lapses.
+"""
+
+import json
+
+import pytest
+from werkzeug.test import Client
+
+from gateway.callbacks import delivery
+from gateway.callbacks.receiver import CallbackReceiver
+from tests.test_callbacks import ACCOUNT, THINGSPACE_PASSWORD, THINGSPACE_USER, rest_callback
+from tests.test_delivery_faults import ClaimCountingStore, WriteLock, delivered_request_ids, running_worker, settings, wait_until
+
+SERVICE = "StateService"
+
+
+@pytest.fixture
+def store(tmp_path, listener):
+    store = ClaimCountingStore(tmp_path / "store.sqlite3")
+    store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
+    yield store
+    store.close()
+
+
+def post(receiver, request_id):
+    body = json.dumps(rest_callback(request_id, "990000862471854"))
+    answer = Client(receiver).post(f"/{ACCOUNT}/{SERVICE}", data=body, content_type="application/json")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return answer.get_json()["message"]
+
+
+def receiver_of(store, worker):
+    return CallbackReceiver(store, lambda: (THINGSPACE_USER, THINGSPACE_PASSWORD), delivery=worker)
+
+
+def idle(worker):
+    wait_until(lambda: worker._wakeups.waiting == delivery.SENDERS, what="every sender idle")
+
+
+def test_callbacks_received_while_the_senders_are_idle_are_delivered_without_a_claim(store, listener, monkeypatch):
+    monkeypatch.setattr(delivery, "IDLE_POLL_S", 60.0)  # no sender claims on its own meanwhile
+    worker = running_worker(store, settings())
+    receiver = receiver_of(store, worker)
+    try:
+        idle(worker)
+        claims_before = store.claims
+        for n in range(5):
+            assert post(receiver, f"r-{n}") == "stored"
+        wait_until(lambda: store.counts()["delivered"] == 5, what="the deliveries")
+        idle(worker)
+        assert store.claims == claims_before
+    finally:
+        worker.stop(timeout=5)
+    assert sorted(delivered_request_ids(listener)) == [f"r-{n}" for n in range(5)]  # senders in parallel: any order
+
+
+def test_a_handed_over_callback_the_listener_refuses_is_retried_after_its_backoff_not_the_next_poll(store, listener, monkeypatch):
+    monkeypatch.setattr(delivery, "IDLE_POLL_S", 60.0)  # a retry left to the idle poll would come a minute late
+    listener.next_statuses = [503]
+    worker = running_worker(store, settings(backoff_s=0.2))
+    receiver = receiver_of(store, worker)
+    try:
+        idle(worker)
+        post(receiver, "r-refused")
+        wait_until(lambda: store.counts()["delivered"] == 1, what="the retry delivered", timeout_s=10)
+    finally:
+        worker.stop(timeout=5)
+    [(_, _, _, first, first_at), (_, _, _, second, second_at)] = listener.received
+    assert (first, second) == (503, 200)
+    assert second_at - first_at >= 0.2
+
+
+def test_a_callback_handed_to_a_worker_that_never_sends_it_is_taken_by_another_once_its_lease_lapses(store, listener):
+    # The worker's senders never run: as if its process died right after the commit.
+    dead = delivery.DeliveryWorker(store, settings(claim_lease_s=1).callbacks, 3600, None)
+    assert post(receiver_of(store, dead), "r-orphan") == "stored"
+    assert store.counts()["claimed"] == 1
+    other = running_worker(store, settings())
+    try:
+        wait_until(lambda: store.counts()["delivered"] == 1, what="the delivery by the other worker", timeout_s=10)
+    finally:
+        other.stop(timeout=5)
+    assert delivered_request_ids(listener) == ["r-orphan"]
+
+
+def test_callbacks_past_what_the_senders_can_take_soon_are_stored_for_any_worker_to_claim(store):
+    stalled = delivery.DeliveryWorker(store, settings().callbacks, 3600, None)  # no sender takes what it is handed
+    receiver = receiver_of(store, stalled)
+    for n in range(delivery.HANDED_MAX + 3):
+        assert post(receiver, f"r-{n}") == "stored"
+    assert store.counts() == {"pending": 3, "claimed": delivery.HANDED_MAX, "delivered": 0, "dead": 0}
+    assert stalled._wakeups.handed == delivery.HANDED_MAX
+
+
+def test_a_callback_refused_while_the_store_is_locked_is_handed_over_only_when_it_is_stored(tmp_path, listener):
+    path = tmp_path / "locked.sqlite3"
+    store = ClaimCountingStore(path, busy_timeout_s=0.3)
+    store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
+    stalled = delivery.DeliveryWorker(store, settings().callbacks, 3600, None)
+    receiver = receiver_of(store, stalled)
+    body = json.dumps(rest_callback("r-locked", "990000862471854"))
+    try:
+        with WriteLock(path):
+            refused = Client(receiver).post(f"/{ACCOUNT}/{SERVICE}", data=body, content_type="application/json")
+        assert refused.status_code == 503
+        assert (stalled._wakeups.handed, stalled._held) == (0, {})
+        assert post(receiver, "r-locked") == "stored"  # ThingSpace sends it again
+        [handed] = stalled._wakeups.take(delivery.HANDED_MAX)
+        assert (handed.request_id, list(stalled._held)) == ("r-locked", [handed.id])
+    finally:
+        store.close()
