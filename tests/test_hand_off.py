@@ -3,9 +3,10 @@ file, a real listener on 127.0.0.1.
 
 A callback whose listener has nothing older due is stored already claimed by
 the process's delivery worker and handed to a sender: no claim transaction
-for it. What a sender cannot take soon, and what waits behind older entries,
-is stored for any worker to claim, as before; and a handed entry whose worker
-never sends it is taken by another once its lease lapses.
+for it. What senders cannot take soon (too many waiting already, or one held
+by a slow listener), and what waits behind older entries, is stored for any
+worker to claim, as before; and a handed entry whose worker
+dies before sending it is taken by another once its lease lapses.
 """
 
 import json
@@ -51,14 +52,14 @@ def test_callbacks_received_while_the_senders_are_idle_are_delivered_without_a_c
     try:
         idle(worker)
         claims_before = store.claims
-        for n in range(5):
+        for n in range(3):
             assert post(receiver, f"r-{n}") == "stored"
-        wait_until(lambda: store.counts()["delivered"] == 5, what="the deliveries")
-        idle(worker)
+            wait_until(lambda: store.counts()["delivered"] == n + 1, what="the delivery")
+            idle(worker)
         assert store.claims == claims_before
     finally:
         worker.stop(timeout=5)
-    assert sorted(delivered_request_ids(listener)) == [f"r-{n}" for n in range(5)]  # senders in parallel: any order
+    assert delivered_request_ids(listener) == ["r-0", "r-1", "r-2"]
 
 
 def test_a_handed_over_callback_the_listener_refuses_is_retried_after_its_backoff_not_the_next_poll(store, listener, monkeypatch):
@@ -77,10 +78,17 @@ def test_a_handed_over_callback_the_listener_refuses_is_retried_after_its_backof
     assert second_at - first_at >= 0.2
 
 
-def test_a_callback_handed_to_a_worker_that_never_sends_it_is_taken_by_another_once_its_lease_lapses(store, listener):
-    # The worker's senders never run: as if its process died right after the commit.
-    dead = delivery.DeliveryWorker(store, settings(claim_lease_s=1).callbacks, 3600, None)
-    assert post(receiver_of(store, dead), "r-orphan") == "stored"
+class DiesAfterTheCommit(delivery.DeliveryWorker):
+    """A worker whose process is killed right after a callback handed to it was committed."""
+
+    def stored(self, result):
+        self.stop(timeout=5)
+
+
+def test_a_callback_handed_to_a_worker_that_dies_before_sending_it_is_taken_by_another_once_its_lease_lapses(store, listener):
+    dying = DiesAfterTheCommit(store, settings(claim_lease_s=1).callbacks, 3600, None).start()
+    idle(dying)
+    assert post(receiver_of(store, dying), "r-orphan") == "stored"
     assert store.counts()["claimed"] == 1
     other = running_worker(store, settings())
     try:
@@ -99,20 +107,42 @@ def test_callbacks_past_what_the_senders_can_take_soon_are_stored_for_any_worker
     assert stalled._wakeups.handed == delivery.HANDED_MAX
 
 
-def test_a_callback_refused_while_the_store_is_locked_is_handed_over_only_when_it_is_stored(tmp_path, listener):
+def test_callbacks_arriving_while_a_listener_holds_a_sender_are_stored_for_any_worker_to_claim(store, listener, monkeypatch):
+    monkeypatch.setattr(delivery, "IDLE_POLL_S", 60.0)  # no sender claims on its own meanwhile
+    listener.delay_s = 2 * delivery.SLOW_POST_S
+    worker = running_worker(store, settings(timeout_s=10))
+    receiver = receiver_of(store, worker)
+    try:
+        idle(worker)
+        claims_before = store.claims
+        post(receiver, "r-slow")
+        wait_until(lambda: worker._slow_post(), what="a POST under way past SLOW_POST_S")
+        post(receiver, "r-behind")  # not handed over to wait behind it: stored, and claimed
+        wait_until(lambda: store.counts()["delivered"] == 2, what="both deliveries")
+        assert store.claims - claims_before >= 1
+    finally:
+        worker.stop(timeout=5)
+    assert sorted(delivered_request_ids(listener)) == ["r-behind", "r-slow"]
+
+
+def test_a_callback_refused_while_the_store_is_locked_is_handed_over_only_once_it_is_stored(tmp_path, listener):
     path = tmp_path / "locked.sqlite3"
     store = ClaimCountingStore(path, busy_timeout_s=0.3)
     store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
-    stalled = delivery.DeliveryWorker(store, settings().callbacks, 3600, None)
-    receiver = receiver_of(store, stalled)
+    worker = running_worker(store, settings())
+    receiver = receiver_of(store, worker)
     body = json.dumps(rest_callback("r-locked", "990000862471854"))
     try:
+        idle(worker)
         with WriteLock(path):
             refused = Client(receiver).post(f"/{ACCOUNT}/{SERVICE}", data=body, content_type="application/json")
         assert refused.status_code == 503
-        assert (stalled._wakeups.handed, stalled._held) == (0, {})
+        assert store.counts()["delivered"] == 0 and listener.received == []
+        claims_before = store.claims
         assert post(receiver, "r-locked") == "stored"  # ThingSpace sends it again
-        [handed] = stalled._wakeups.take(delivery.HANDED_MAX)
-        assert (handed.request_id, list(stalled._held)) == ("r-locked", [handed.id])
+        wait_until(lambda: store.counts()["delivered"] == 1, what="the delivery")
+        assert store.claims == claims_before  # handed over, not claimed
     finally:
+        worker.stop(timeout=5)
         store.close()
+    assert delivered_request_ids(listener) == ["r-locked"]

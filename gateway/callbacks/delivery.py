@@ -51,9 +51,12 @@ from gateway.translate import callback
 log = logging.getLogger(__name__)
 
 BATCH = 10
-# Entries handed over by the receiver waiting for a sender, at most: past
+# Entries handed over by the receiver that may wait for a sender: past
 # this, callbacks are stored for any process to claim.
 HANDED_MAX = BATCH
+# A POST under way this long means a slow listener: no more entries are
+# handed over to wait behind it, they are stored for any process to claim.
+SLOW_POST_S = 1.0
 # Threads sending at once in each process: a slow listener holds one, not all.
 SENDERS = 4
 # A lease ([callbacks] claim_lease_s) is renewed this many times while it
@@ -109,6 +112,8 @@ class DeliveryWorker:
         self._threads = []
         # Each sender's own: when it next claims, unless woken (see _pass).
         self._sender = threading.local()
+        # Sender thread -> when its POST under way began.
+        self._posting = {}
 
     def start(self):
         self._threads = [
@@ -129,11 +134,16 @@ class DeliveryWorker:
 
     def hand_off_claim(self, now):
         """(worker, until): what a callback received at ``now`` is stored claimed by,
-        to be handed to this worker by ``stored``; (None, None) while enough wait already.
+        to be handed to this worker by ``stored``; (None, None) while enough wait
+        already, or a sender is held by a slow listener: then any worker claims it.
         """
-        if self._stopping.is_set() or self._wakeups.handed >= HANDED_MAX:
+        if self._stopping.is_set() or self._wakeups.handed >= HANDED_MAX or self._slow_post():
             return None, None
         return self._id, now + self._lease_s
+
+    def _slow_post(self):
+        since = time.monotonic() - SLOW_POST_S
+        return any(started < since for started in list(self._posting.values()))
 
     def stored(self, result):
         """The receiver stored a callback: ``result`` is its Delivery if the store claimed it
@@ -256,8 +266,11 @@ class DeliveryWorker:
             if not isinstance(error, GatewayError):
                 log.exception("callback %d requestId=%s: no envelope could be built", delivery.id, delivery.request_id)
         else:
-            started = time.monotonic()
-            problem = self._post(delivery.url, envelope)
+            started = self._posting[threading.get_ident()] = time.monotonic()
+            try:
+                problem = self._post(delivery.url, envelope)
+            finally:
+                del self._posting[threading.get_ident()]
             duration_s = time.monotonic() - started
         outcome = Outcome(delivery, attempt, time.time(), problem, duration_s)
         self._record(outcome)
