@@ -37,6 +37,7 @@ import errno
 import io
 import selectors
 import time
+from concurrent import futures
 from functools import partial
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -208,12 +209,35 @@ class WholeRequestWorker(ThreadWorker):
         # A deferral ran out with a connection still waiting: no other worker takes
         # any, so this one accepts at once until it has a thread to spare again.
         self._others_busy = False
+        self._serving = set()  # the futures of the requests the threads have, until each is done
         super().init_process()
 
     def run(self):
         self.poller.close()  # gthread's, still empty
         self.poller = WakingSelector()
         super().run()
+        # gthread's run() ends waiting for its self.futures, always empty here: the requests still served.
+        with self._lock:
+            serving = list(self._serving)
+        futures.wait(serving, timeout=self.cfg.graceful_timeout)
+
+    def _wrap_future(self, fs, conn):
+        """Each request's future leaves ``_serving`` once done, rather than gthread's ``self.futures``.
+
+        gthread's loop finds its done futures with a ``futures.wait(timeout=0)``
+        after every select, which locks every future still under way and hangs
+        a waiter on each (8 µs with 4 under way): with ``self.futures`` empty,
+        that wait is 1 µs.
+        """
+        fs.conn = conn
+        with self._lock:
+            self._serving.add(fs)
+        fs.add_done_callback(self._served)
+
+    def _served(self, fs):
+        with self._lock:
+            self._serving.discard(fs)
+        self.finish_request(fs)
 
     def _deadline(self):
         return time.monotonic() + self._limits.read_timeout_s

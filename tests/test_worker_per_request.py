@@ -67,3 +67,20 @@ def test_settings_read_once_are_gunicorns_values_as_plain_attributes():
     assert read_once.is_ssl == cfg.is_ssl and read_once.worker_class is cfg.worker_class  # Config's properties
 
 
+def test_a_request_under_way_at_a_graceful_stop_is_answered(tmp_path, upstream):
+    gateway = Gateway(tmp_path, upstream.url).start()
+    try:
+        token = _log_in(gateway.service_url)
+        inject(upstream, GO_TO_STATE, "timeout", delay_s=2)  # answered, 2 s late
+        answers = []
+        going = threading.Thread(target=lambda: answers.append(_go_to_state(gateway.service_url, token)))
+        going.start()
+        for _ in range(200):  # until the gateway's thread is waiting for ThingSpace
+            if upstream.requests(GO_TO_STATE):
+                break
+            time.sleep(0.05)
+        gateway.stop(signal.SIGTERM)
+        going.join(30)
+    finally:
+        gateway.stop()
+    assert answers and answers[0].status_code == 200 and "RequestId" in answers[0].text, answers
