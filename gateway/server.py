@@ -63,6 +63,10 @@ class GatewayServer(BaseApplication):
             "logger_class": GunicornLogger,
             "worker_exit": _close_gateway,
             "proc_name": "m2m-gateway",
+            # Answers are written with sendall, which holds their head until the
+            # body's first write (gateway/whole_requests.py); the gateway serves no
+            # files, so gunicorn's sendfile would only bypass it.
+            "sendfile": False,
         }
         for key, value in options.items():
             self.cfg.set(key, value)

@@ -149,11 +149,18 @@ class ReplayedSocket:
     Writes go to the socket. The ``100 Continue`` gunicorn sends for an
     ``Expect: 100-continue`` is dropped: the worker sent it already, when the
     headers arrived.
+
+    gunicorn writes an answer's head on its own, then its body: two sends, two
+    TCP segments, two wake-ups of the client. After ``hold_head``, the next
+    write (the head) waits for the one after it (the body, or its first part)
+    and goes with it in one send; ``send_held`` sends it when none follows.
     """
 
     def __init__(self, sock):
         self.raw = sock
         self.request = io.BytesIO()
+        self._holding = False
+        self._held = None
 
     def recv(self, size, *flags):
         return self.request.read(size)
@@ -162,6 +169,28 @@ class ReplayedSocket:
         if data == CONTINUE:
             return len(data)
         return self.raw.send(data, *flags)
+
+    def hold_head(self):
+        self._holding = True
+
+    def sendall(self, data, *flags):
+        if self._holding:
+            self._holding, self._held = False, data
+            return
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        self.raw.sendall(data, *flags)
+
+    def send_held(self):
+        self._holding = False
+        held, self._held = self._held, None
+        if held is not None:
+            self.raw.sendall(held)
+
+    def shutdown(self, how):
+        # gunicorn ends an answer that failed after its head this way: the head goes first.
+        self.send_held()
+        self.raw.shutdown(how)
 
     def __getattr__(self, name):
         return getattr(self.raw, name)
@@ -306,6 +335,13 @@ class WholeRequestWorker(ThreadWorker):
         conn.sock.request = io.BytesIO(bytes(conn.received[:end]))
         conn.received = bytearray()
         self.enqueue_req(conn)
+
+    def handle_request(self, req, conn):
+        conn.sock.hold_head()  # sent with the body's first write: see ReplayedSocket
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            conn.sock.send_held()
 
     def handle(self, conn):
         keepalive, conn = super().handle(conn)

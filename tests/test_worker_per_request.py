@@ -45,6 +45,29 @@ def read_answer(sock):
     return head.decode("latin-1"), body
 
 
+def test_an_answer_reaches_the_client_in_one_segment_head_and_body(gateway):
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        for _ in range(3):  # the first on a new connection, and kept-alive ones
+            before = data_segments_received(sock)
+            sock.sendall(HEALTH)
+            head, body = read_answer(sock)
+            assert head.startswith("HTTP/1.1 200 ") and body
+            assert data_segments_received(sock) - before == 1
+
+
+def test_the_answer_head_is_gunicorns_in_its_order_with_the_current_date(gateway):
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(HEALTH)
+        before = time.time()
+        head, _ = read_answer(sock)
+    lines = head.split("\r\n")
+    assert lines[0] == "HTTP/1.1 200 OK"
+    assert [line.split(":", 1)[0] for line in lines[1:4]] == ["Server", "Date", "Connection"]
+    assert lines[3] == "Connection: keep-alive"
+    date = email.utils.parsedate_to_datetime(lines[2].split(": ", 1)[1]).timestamp()
+    assert int(before) - 1 <= date <= time.time()
+
+
 def test_a_kept_alive_connection_serves_again_then_is_closed_once_idle_past_keepalive(gateway):
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=KEEPALIVE_S * 5) as sock:
         for _ in range(2):
