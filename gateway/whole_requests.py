@@ -48,6 +48,9 @@ MAX_CHUNK_LINE_BYTES = 1024
 # Whole bodies a worker holds in memory at once, in max_body_bytes.
 BUFFERED_BODIES = 4
 RECV_BYTES = 64 * 1024
+# An answer's head goes in one send with its body's first write up to this size; a
+# larger one is not copied for it (a segment more is nothing next to its own).
+JOINED_BODY_BYTES = 64 * 1024
 # How long a worker with every thread spoken for leaves a new connection to the others.
 # It takes the connection sooner once one of its requests is done, and the request
 # would have waited for that thread anyway: only a peer that is stopped or hung
@@ -153,7 +156,8 @@ class ReplayedSocket:
     gunicorn writes an answer's head on its own, then its body: two sends, two
     TCP segments, two wake-ups of the client. After ``hold_head``, the next
     write (the head) waits for the one after it (the body, or its first part)
-    and goes with it in one send; ``send_held`` sends it when none follows.
+    and goes with it in one send, up to JOINED_BODY_BYTES; ``send_held``
+    sends it when none follows.
     """
 
     def __init__(self, sock):
@@ -177,8 +181,9 @@ class ReplayedSocket:
         if self._holding:
             self._holding, self._held = False, data
             return
-        if self._held is not None:
+        if self._held is not None and len(data) <= JOINED_BODY_BYTES:
             data, self._held = self._held + data, None
+        self.send_held()
         self.raw.sendall(data, *flags)
 
     def send_held(self):

@@ -8,10 +8,11 @@ import socket
 import struct
 import threading
 import time
+import tracemalloc
 
 from gunicorn.config import Config
 
-from gateway.whole_requests import settings_read_once
+from gateway.whole_requests import JOINED_BODY_BYTES, ReplayedSocket, settings_read_once
 from tests.conftest import Gateway
 from tests.test_slow_clients import _go_to_state, _log_in
 from tests.test_upstream_failures import inject
@@ -53,6 +54,35 @@ def test_an_answer_reaches_the_client_in_one_segment_head_and_body(gateway):
             head, body = read_answer(sock)
             assert head.startswith("HTTP/1.1 200 ") and body
             assert data_segments_received(sock) - before == 1
+
+
+def test_a_large_answer_body_is_sent_as_it_is_not_copied_to_go_with_its_head():
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (8 * JOINED_BODY_BYTES)
+    body = b"x" * (8 * JOINED_BODY_BYTES)
+    received = bytearray(len(head) + len(body))  # before tracing: the reader allocates nothing
+    server, client = socket.socketpair()
+
+    def read_all():
+        view, at = memoryview(received), 0
+        while at < len(received):
+            at += client.recv_into(view[at:])
+
+    reader = threading.Thread(target=read_all)
+    with server, client:
+        reader.start()
+        sock = ReplayedSocket(server)
+        sock.hold_head()
+        sock.sendall(head)
+        tracemalloc.start()
+        try:
+            sock.sendall(body)
+            sock.send_held()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        reader.join(10)
+    assert received == head + body
+    assert peak < len(body) / 4
 
 
 def test_the_answer_head_is_gunicorns_in_its_order_with_the_current_date(gateway):
