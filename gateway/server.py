@@ -34,6 +34,9 @@ class GunicornLogger(glogging.Logger):
         self.error_log.setLevel(self.LOG_LEVELS.get(cfg.loglevel.lower(), logging.INFO))
         self.error_log.propagate = True
 
+    def access(self, resp, req, environ, request_time):
+        """Off, as set up: not even the five settings that would turn it on are read, each request."""
+
 
 class GatewayServer(BaseApplication):
     def __init__(self, settings):
@@ -60,6 +63,10 @@ class GatewayServer(BaseApplication):
             "logger_class": GunicornLogger,
             "worker_exit": _close_gateway,
             "proc_name": "m2m-gateway",
+            # Answers are written with sendall, which holds their head until the
+            # body's first write (gateway/whole_requests.py); the gateway serves no
+            # files, so gunicorn's sendfile would only bypass it.
+            "sendfile": False,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
