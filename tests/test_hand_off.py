@@ -15,7 +15,9 @@ import pytest
 from werkzeug.test import Client
 
 from gateway.callbacks import delivery
+from gateway.callbacks.policy import ListenerPolicy
 from gateway.callbacks.receiver import CallbackReceiver
+from tests.conftest import Listener
 from tests.test_callbacks import ACCOUNT, THINGSPACE_PASSWORD, THINGSPACE_USER, rest_callback
 from tests.test_delivery_faults import ClaimCountingStore, WriteLock, delivered_request_ids, running_worker, settings, wait_until
 
@@ -30,9 +32,9 @@ def store(tmp_path, listener):
     store.close()
 
 
-def post(receiver, request_id):
+def post(receiver, request_id, account=ACCOUNT):
     body = json.dumps(rest_callback(request_id, "990000862471854"))
-    answer = Client(receiver).post(f"/{ACCOUNT}/{SERVICE}", data=body, content_type="application/json")
+    answer = Client(receiver).post(f"/{account}/{SERVICE}", data=body, content_type="application/json")
     assert answer.status_code == 200, answer.get_data(as_text=True)
     return answer.get_json()["message"]
 
@@ -96,6 +98,24 @@ def test_a_callback_handed_to_a_worker_that_dies_before_sending_it_is_taken_by_a
     finally:
         other.stop(timeout=5)
     assert delivered_request_ids(listener) == ["r-orphan"]
+
+
+def test_entries_handed_over_together_go_to_several_senders_not_one_behind_a_slow_listener(store, listener):
+    listener.delay_s = 3.0  # the first entry's listener: slow, though not past SLOW_POST_S when the second is posted
+    fast = Listener()
+    store.put_registration("0000123456-00002", SERVICE, fast.url, "legacy", "pw")
+    worker = delivery.DeliveryWorker(store, settings(timeout_s=10).callbacks, 3600, ListenerPolicy.from_config(settings()))
+    receiver = receiver_of(store, worker)
+    try:
+        assert post(receiver, "r-slow") == "stored"
+        assert post(receiver, "r-fast", account="0000123456-00002") == "stored"
+        assert worker._wakeups.handed == 2  # both wait for a sender when the senders start
+        worker.start()
+        fast.wait_for(1)
+        assert listener.acknowledged() == []  # the slow listener has not answered yet
+    finally:
+        worker.stop(timeout=5)
+        fast.close()
 
 
 def test_callbacks_past_what_the_senders_can_take_soon_are_stored_for_any_worker_to_claim(store):

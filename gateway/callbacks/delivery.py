@@ -172,9 +172,9 @@ class DeliveryWorker:
         self._record_unrecorded()
         now = time.time()
         self._housekeeping(now)
-        handed = self._wakeups.take(BATCH)
-        if handed:  # claimed as they were stored
-            outcomes = self._send(handed, min(delivery.received_at for delivery in handed))
+        handed = self._wakeups.take()
+        if handed is not None:  # claimed as it was stored
+            outcomes = self._send([handed], handed.received_at)
             if any(outcome.problem is not None for outcome in outcomes):
                 self._sender.claim_at = 0.0  # its retry is due some time: the next claim says when
         elif now >= getattr(self._sender, "claim_at", 0.0) or self._wakeups.wait(self._sender.claim_at - now):
@@ -393,10 +393,11 @@ class _Wakeups:
             self._handed.append(delivery)
             self._condition.notify()
 
-    def take(self, limit):
-        """Up to ``limit`` of the entries handed over, oldest first; none waiting, []."""
+    def take(self):
+        """The oldest entry handed over, one at a time: the next is for whichever sender is free
+        first, not behind this one's listener; None when none waits."""
         with self._condition:
-            return [self._handed.popleft() for _ in range(min(limit, len(self._handed)))]
+            return self._handed.popleft() if self._handed else None
 
     def wake(self):
         with self._condition:
