@@ -90,7 +90,8 @@ def test_a_writer_stuck_in_the_store_holds_no_more_than_its_limit(store_path, ca
     try:
         with WriteLock(store_path):
             memory.remember(ids[0], {}, NOW, account=None, devices=1)
-            wait_until(lambda: memory._queued.qsize() == 0, what="the writer stuck in the store with the first")
+            # In the store's transaction, holding its writer: past taking what else was queued.
+            wait_until(lambda: store._writing.locked(), what="the writer stuck in the store with the first")
             for request_id in ids[1:]:  # 5 queued behind it, the rest refused
                 memory.remember(request_id, {}, NOW, account=None, devices=1)
             refused = [request_id for request_id in ids if f"requestId={request_id}: not remembered" in caplog.text]
