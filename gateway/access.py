@@ -46,15 +46,16 @@ class _QuietRequestHandler(WSGIRequestHandler):
         pass
 
 
-def quiet_server(host, port, app):
+def quiet_server(host, port, app, fd=None):
     """``app`` on werkzeug's threaded development server, bound and not yet serving.
 
     For the simulator, the demo listener and the tests' in-process gateways.
     Not through ``run_simple``: its banner is in ANSI colours and spans lines,
     which the one-line log format shows as escape codes and a literal ``\\n``;
-    the callers log their URL.
+    the callers log their URL. ``fd``: a socket listening on ``host:port``
+    already, served (through a duplicate) rather than a new one bound.
     """
-    return make_server(host, port, app, threaded=True, request_handler=_QuietRequestHandler)
+    return make_server(host, port, app, threaded=True, request_handler=_QuietRequestHandler, fd=fd)
 
 
 def serve_quietly(host, port, app):

@@ -85,12 +85,13 @@ class ServedInThread:
     """A WSGI application (``app``) on werkzeug's threaded server, in a thread of this process, on ``port``."""
 
     port = app = _server = None
+    listening_fd = None  # a socket listening on port already, to serve instead of binding one
 
     def _serve(self, app):
         from gateway.access import quiet_server
 
         self.app = app
-        self._server = quiet_server("127.0.0.1", self.port, app)
+        self._server = quiet_server("127.0.0.1", self.port, app, fd=self.listening_fd)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S}, daemon=True).start()
         return self
 
@@ -107,10 +108,12 @@ class ServedInThread:
 class InProcessSimulator(ServedInThread, SimulatorControl):
     """The simulator's WSGI application on werkzeug's threaded server in a thread of this process."""
 
-    def __init__(self, port=None, **settings):
-        """``settings``: SimulatorSettings' fields, over quick retries."""
+    def __init__(self, port=None, listening=None, **settings):
+        """``settings``: SimulatorSettings' fields, over quick retries. ``listening``: a socket
+        bound and listening on ``port``, to serve on (it stays open after ``stop``)."""
         from gateway.simulator import SimulatorSettings
 
+        self.listening_fd = listening.fileno() if listening else None
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._settings = SimulatorSettings(**{"port": self.port, "callback_retry_s": 0.2, **settings})

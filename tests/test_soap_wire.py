@@ -260,13 +260,17 @@ def test_an_upstream_that_never_answers_is_a_server_fault_after_the_timeout(tmp_
 
 
 def test_a_bearer_refused_as_expired_is_fetched_again_once(tmp_path):
-    first = InProcessSimulator().start()
+    # Both simulators serve one listening socket: bound again between them, the
+    # port could be taken meanwhile, by any connection's ephemeral end.
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    first = InProcessSimulator(port, listening).start()
     process = InProcessGateway(tmp_path, first.url).start()
     try:
         log_in(process)
         first.stop()
         # A new simulator on the same port knows none of the tokens issued so far.
-        second = InProcessSimulator(port=first.port).start()
+        second = InProcessSimulator(port, listening).start()
         try:
             log_in(process)
             attempts = second.requests("/api/m2m/v1/session/login")
@@ -274,6 +278,7 @@ def test_a_bearer_refused_as_expired_is_fetched_again_once(tmp_path):
             second.stop()
     finally:
         process.stop()
+        listening.close()
     assert len(attempts) == 2
     assert attempts[0]["headers"]["Authorization"] != attempts[1]["headers"]["Authorization"]
 
