@@ -36,6 +36,7 @@ from gateway.store import (
     open_store,
 )
 from gateway.store.records import ReceivedCallback, Settlement
+from gateway.store.sql import HAND_OFF_OVERTAKES_S
 
 SPAWN = multiprocessing.get_context("spawn")
 PROCESS_TIMEOUT_S = 60
@@ -463,6 +464,15 @@ def test_a_callback_received_claimed_is_stored_unclaimed_when_its_listener_is_no
     # Not claimed when the receiver did not ask; a duplicate is one however it is received.
     assert store.add_callbacks([received("plain", now=NOW + 4, claimed_by=None), received("after", now=NOW + 4)]) == [True, False]
     assert store.counts() == {"pending": 2, "claimed": 2, "delivered": 0, "dead": 0}  # behind and plain; unregistered and after
+
+
+def test_a_callback_received_claimed_goes_ahead_only_of_entries_that_came_due_a_moment_ago(store):
+    register(store)
+    add(store, "pending")  # due at NOW; its claim is on its way
+    [ahead] = store.add_callbacks([received("ahead", now=NOW + HAND_OFF_OVERTAKES_S / 2)])
+    assert isinstance(ahead, Delivery)
+    assert store.add_callbacks([received("behind", now=NOW + HAND_OFF_OVERTAKES_S * 2)]) == [True]
+    assert [d.request_id for d in store.claim_due("w", NOW + 1, lease_s=10, limit=10)] == ["request-pending", "request-behind"]
 
 
 def test_callbacks_received_claimed_together_are_each_claimed_in_one_transaction(store):

@@ -36,6 +36,10 @@ from gateway.store.records import (
 )
 
 LAST_ERROR_MAX_CHARS = 500
+# A callback stored claimed goes ahead of older entries of its listener that
+# came due this recently: those are about to be claimed (their wake is on its
+# way). Past this, they go first, and the new one waits its turn unclaimed.
+HAND_OFF_OVERTAKES_S = 0.1
 
 # An entry is due when its next attempt has come, or when the worker that
 # claimed it let its lease run out (it died or hung): someone else takes over.
@@ -251,7 +255,8 @@ class SqlStore(ABC):
         A dedupe key twice in ``callbacks`` is stored once, the second is a duplicate.
         A callback with ``claimed_by`` is stored claimed by that worker, and its
         result is its ``Delivery``, when its listener is registered and has no
-        older entry due; otherwise it is stored as any other (True).
+        entry due for over HAND_OFF_OVERTAKES_S; otherwise it is stored as any
+        other (True).
         """
         with self._write() as db:
             return self._add_callbacks(db, callbacks)
@@ -291,7 +296,7 @@ class SqlStore(ABC):
     def _add_claimed(self, db, received, values):
         """Insert ``received`` claimed by its ``claimed_by`` and return its Delivery (False: a
         duplicate); None, inserting nothing, when its listener is not registered or has
-        an older entry due, which goes first.
+        an entry due for over HAND_OFF_OVERTAKES_S, which goes first.
         """
         listener = db.execute(
             f"""SELECT r.url, r.username, r.password,
@@ -299,7 +304,7 @@ class SqlStore(ABC):
             FROM registrations r WHERE r.account = :account AND r.service = :service
             AND NOT EXISTS (SELECT 1 FROM outbox due {self.LISTENER_INDEX}
                 WHERE due.account = :account AND due.service = :service AND {_DUE})""",
-            values,
+            {**values, "now": received.received_at - HAND_OFF_OVERTAKES_S},  # due by then
         ).fetchall()
         if not listener:
             return None
