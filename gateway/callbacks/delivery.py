@@ -110,8 +110,7 @@ class DeliveryWorker:
         self._renewed_at = 0.0
         self._pass_completed_at = time.time()
         self._threads = []
-        # Each sender's own: when it next claims, unless woken (see _pass).
-        self._sender = threading.local()
+        self._sender = _SenderState()
         # Sender thread -> when its POST under way began.
         self._posting = {}
 
@@ -177,7 +176,7 @@ class DeliveryWorker:
             outcomes = self._send([handed], handed.received_at)
             if any(outcome.problem is not None for outcome in outcomes):
                 self._sender.claim_at = 0.0  # its retry is due some time: the next claim says when
-        elif now >= getattr(self._sender, "claim_at", 0.0) or self._wakeups.wait(self._sender.claim_at - now):
+        elif now >= self._sender.claim_at or self._wakeups.wait(self._sender.claim_at - now):
             self._claim_and_send(time.time())  # after the wait: what was stored meanwhile is due too
         self._pass_completed_at = time.time()
         DELIVERY_PASS_COMPLETED.set(self._pass_completed_at)
@@ -362,6 +361,12 @@ class DeliveryWorker:
             client_cert=settings.client_cert,
             client_key=settings.client_key,
         )
+
+
+class _SenderState(threading.local):
+    """Each sender's own: when it next claims, unless woken (see ``DeliveryWorker._pass``)."""
+
+    claim_at = 0.0  # at once, until its first claim says otherwise
 
 
 class _Wakeups:
