@@ -5,11 +5,14 @@ A callback whose listener has nothing older due is stored already claimed by
 the process's delivery worker and handed to a sender: no claim transaction
 for it. What senders cannot take soon (too many waiting already, or one held
 by a slow listener), and what waits behind older entries, is stored for any
-worker to claim, as before; and a handed entry whose worker
+worker to claim, as before; a callback that finds enough entries waiting first
+waits a little for a sender to take one; and a handed entry whose worker
 dies before sending it is taken by another once its lease lapses.
 """
 
 import json
+import threading
+import time
 
 import pytest
 from werkzeug.test import Client
@@ -125,6 +128,44 @@ def test_callbacks_past_what_the_senders_can_take_soon_are_stored_for_any_worker
         assert post(receiver, f"r-{n}") == "stored"
     assert store.counts() == {"pending": 3, "claimed": delivery.HANDED_MAX, "delivered": 0, "dead": 0}
     assert stalled._wakeups.handed == delivery.HANDED_MAX
+
+
+def posted_in_thread(receiver, request_id):
+    """A thread posting ``request_id``, started; the answer's message lands in its ``answers``."""
+    thread = threading.Thread(target=lambda: thread.answers.append(post(receiver, request_id)))
+    thread.answers = []
+    thread.start()
+    return thread
+
+
+def test_a_callback_finding_the_senders_behind_waits_for_one_to_take_an_entry_and_is_handed_over(store, monkeypatch):
+    monkeypatch.setattr(delivery, "HAND_OFF_WAIT_S", 30.0)
+    behind = delivery.DeliveryWorker(store, settings().callbacks, 3600, None)  # no sender runs: one is played below
+    receiver = receiver_of(store, behind)
+    for n in range(delivery.HANDED_MAX):
+        post(receiver, f"r-{n}")
+    late = posted_in_thread(receiver, "r-late")
+    time.sleep(0.3)
+    assert store.counts() == {"pending": 0, "claimed": delivery.HANDED_MAX, "delivered": 0, "dead": 0}  # still waiting
+    assert behind._wakeups.take().request_id == "r-0"  # a sender takes the oldest
+    late.join(timeout=10)
+    assert late.answers == ["stored"]
+    assert store.counts() == {"pending": 0, "claimed": delivery.HANDED_MAX + 1, "delivered": 0, "dead": 0}
+    assert behind._wakeups.handed == delivery.HANDED_MAX
+
+
+def test_a_callback_waiting_for_the_senders_when_the_worker_stops_is_stored_for_any_worker_to_claim(store, monkeypatch):
+    monkeypatch.setattr(delivery, "HAND_OFF_WAIT_S", 30.0)
+    behind = delivery.DeliveryWorker(store, settings().callbacks, 3600, None)
+    receiver = receiver_of(store, behind)
+    for n in range(delivery.HANDED_MAX):
+        post(receiver, f"r-{n}")
+    late = posted_in_thread(receiver, "r-late")
+    time.sleep(0.3)
+    behind.stop(timeout=5)
+    late.join(timeout=10)
+    assert late.answers == ["stored"]
+    assert store.counts() == {"pending": 1, "claimed": delivery.HANDED_MAX, "delivered": 0, "dead": 0}
 
 
 def test_callbacks_arriving_while_a_listener_holds_a_sender_are_stored_for_any_worker_to_claim(store, listener, monkeypatch):

@@ -54,6 +54,13 @@ BATCH = 10
 # Entries handed over by the receiver that may wait for a sender: past
 # this, callbacks are stored for any process to claim.
 HANDED_MAX = BATCH
+# How long a receiver that finds HANDED_MAX entries waiting waits for a sender
+# to take one. Stored for any worker to claim instead, its callback would wait
+# behind claims, each a transaction dearer than a hand-off: a process behind
+# with its deliveries fell further behind, and a burst ran on claims to its
+# end. Waiting slows the poster down to what the senders deliver. A request
+# thread waits at most this long; a slow listener stops the waiting at once.
+HAND_OFF_WAIT_S = 0.05
 # A POST under way this long means a slow listener: no more entries are
 # handed over to wait behind it, they are stored for any process to claim.
 SLOW_POST_S = 1.0
@@ -133,10 +140,11 @@ class DeliveryWorker:
 
     def hand_off_claim(self, now):
         """(worker, until): what a callback received at ``now`` is stored claimed by,
-        to be handed to this worker by ``stored``; (None, None) while enough wait
-        already, or a sender is held by a slow listener: then any worker claims it.
+        to be handed to this worker by ``stored``; (None, None) while a sender is held
+        by a slow listener, or enough wait still after HAND_OFF_WAIT_S: then any worker
+        claims it.
         """
-        if self._stopping.is_set() or self._wakeups.handed >= HANDED_MAX or self._slow_post():
+        if self._stopping.is_set() or self._slow_post() or not self._wakeups.room(HANDED_MAX, HAND_OFF_WAIT_S):
             return None, None
         return self._id, now + self._lease_s
 
@@ -370,14 +378,15 @@ class _SenderState(threading.local):
 
 
 class _Wakeups:
-    """What the senders wait for: entries handed over to send, and wakes to claim.
+    """What the senders wait for: entries handed over to send, and wakes to claim; and what
+    receivers wait for: room among the entries handed over (``room``).
 
     A wake is one stored callback to claim: it wakes one idle sender, not
     every one (an Event did), each to run a claim transaction (and take the
     store's write lock) for the one entry. A wake while no sender waits is
     kept for the next one to wait, up to ``limit`` of them, so none is missed
     between a claim that found nothing and the wait. After ``close()`` no
-    sender waits any more.
+    sender or receiver waits any more.
     """
 
     def __init__(self, limit):
@@ -385,7 +394,9 @@ class _Wakeups:
         self._kept = 0
         self._handed = collections.deque()
         self._closed = False
-        self._condition = threading.Condition()
+        lock = threading.Lock()
+        self._condition = threading.Condition(lock)
+        self._taken = threading.Condition(lock)  # an entry handed over was taken: room for another
         self.waiting = 0  # senders idle in wait() now
 
     @property
@@ -402,7 +413,16 @@ class _Wakeups:
         """The oldest entry handed over, one at a time: the next is for whichever sender is free
         first, not behind this one's listener; None when none waits."""
         with self._condition:
-            return self._handed.popleft() if self._handed else None
+            if not self._handed:
+                return None
+            self._taken.notify()
+            return self._handed.popleft()
+
+    def room(self, limit, timeout):
+        """Whether fewer than ``limit`` entries handed over wait, waiting up to ``timeout``
+        for a sender to take one; False after ``close()``."""
+        with self._condition:
+            return self._taken.wait_for(lambda: len(self._handed) < limit or self._closed, timeout) and not self._closed
 
     def wake(self):
         with self._condition:
@@ -432,3 +452,4 @@ class _Wakeups:
         with self._condition:
             self._closed = True
             self._condition.notify_all()
+            self._taken.notify_all()
