@@ -6,7 +6,10 @@ group of its own, led by its PID: a crash of the group takes gunicorn's
 workers too, and only the group this code started is ever signalled.
 """
 
+import functools
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,10 +28,68 @@ class NotListening(RuntimeError):
 
 
 def free_port(host=LOOPBACK):
-    """A TCP port nothing listens on now (the kernel's pick)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A TCP port nothing is bound to now, one that neither the kernel nor another
+    pytest-xdist worker of this run hands out before a child binds it (PortShare)."""
+    return this_process_ports().free_port(host)
+
+
+class PortShare:
+    """One process's share of the ports outside the kernel's ephemeral range, handed out in turn.
+
+    Not the kernel's pick (bind port 0, read it, close): that port is free only
+    until the child binds it, and meanwhile the kernel may hand it out again
+    from its ephemeral range, to another worker's server or as the local end of
+    an outgoing connection. The child then fails to bind (gunicorn retries, then
+    exits) while wait_for_port returns on reaching the stranger. The
+    kernel picks no port outside that range, and no two workers of a test run
+    share one (``of_worker``); each port is still checked free by binding it,
+    for whatever else on the machine may hold it.
+    """
+
+    def __init__(self, ports, start=0):
+        self.ports = ports
+        self._turns = itertools.count(start)
+
+    @classmethod
+    def of_worker(cls, worker, workers, ephemeral):
+        """Worker ``worker``'s (0 to ``workers`` - 1) share: every ``workers``-th unprivileged port outside ``ephemeral``.
+
+        It starts at a random one: another run beside this one (a second
+        checkout's tests, a benchmark) has the same worker numbers, and the two
+        then seldom take the same ports at the same time.
+        """
+        ports = [port for port in range(1024, 65536) if port not in ephemeral][worker::workers]
+        if not ports:
+            raise RuntimeError(
+                f"no unprivileged port is outside the kernel's ephemeral range {ephemeral.start}-{ephemeral.stop - 1}"
+                " (sysctl net.ipv4.ip_local_port_range) for the servers of tests and benchmarks"
+            )
+        return cls(ports, start=random.SystemRandom().randrange(len(ports)))
+
+    def free_port(self, host=LOOPBACK):
+        """The share's next port nothing is bound to now."""
+        for _ in self.ports:
+            port = self.ports[next(self._turns) % len(self.ports)]  # count's next(): one turn a call, across threads
+            with socket.socket() as probe:
+                try:
+                    probe.bind((host, port))
+                except OSError:
+                    continue
+            return port
+        raise RuntimeError(f"all {len(self.ports)} ports of this process's share are in use on {host}")
+
+
+def ephemeral_ports():
+    """The ports the kernel picks from for bind(port 0) and for outgoing connections' local ends."""
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return range(int(low), int(high) + 1)
+
+
+@functools.cache
+def this_process_ports():
+    """A pytest-xdist worker's share (PYTEST_XDIST_WORKER "gw3" of PYTEST_XDIST_WORKER_COUNT); any other process has them all."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    return PortShare.of_worker(worker, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), ephemeral_ports())
 
 
 def wait_for_port(port, processes=(), host=LOOPBACK, timeout_s=STARTUP_TIMEOUT_S):

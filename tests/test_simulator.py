@@ -8,7 +8,6 @@ import copy
 import json
 import logging
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 import requests
 
 from gateway.simulator import SimulatorSettings
-from tests.conftest import InProcessSimulator, Listener
+from tests.conftest import InProcessSimulator, Listener, free_port
 
 WAIT_S = 10
 ACCOUNT = "0000123456-00001"
@@ -541,9 +540,7 @@ def test_retrying_stops_once_acknowledged(thingspace, listeners, simulator_log):
 
 def test_unreachable_listener_is_retried_then_given_up(start_simulator, simulator_log):
     thingspace = start_simulator(callback_max=2, callback_retry_s=0.1)
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        dead_url = f"http://127.0.0.1:{unused.getsockname()[1]}/callbacks"
+    dead_url = f"http://127.0.0.1:{free_port()}/callbacks"
     headers = thingspace.session()
     thingspace.register(headers, dead_url.replace("//", "//user:url-secret@"))
     thingspace.go_to_state(headers, go_to_state_order())
@@ -638,9 +635,7 @@ def test_malformed_json_gets_an_error_document(thingspace):
 
 
 def test_serve_logs_its_address_and_each_go_to_state_but_no_access_lines():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     script = (
         "import logging; from gateway.simulator import serve, SimulatorSettings; "
         "logging.basicConfig(level=logging.INFO, format='%(message)s'); "
