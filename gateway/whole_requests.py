@@ -58,6 +58,11 @@ JOINED_BODY_BYTES = 64 * 1024
 # scheduled (20 ms was not, now and then, with a test suite running alongside).
 ACCEPT_DEFERRAL_S = 0.1
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# How often a worker tells the arbiter it is alive. gthread does it after every
+# select, a system call (a utime of the worker's file) for each request under
+# load; the arbiter only asks whether the last one is older than gunicorn's
+# timeout (30 s or more here).
+HEARTBEAT_S = 1.0
 
 
 class Refused(Exception):
@@ -230,6 +235,8 @@ class WakingSelector(selectors.DefaultSelector):
 class WholeRequestWorker(ThreadWorker):
     """gunicorn's gthread worker, reading each request whole in its event loop before a thread takes it."""
 
+    _heartbeat_due = 0.0  # time.monotonic() of the next heartbeat
+
     def init_process(self):
         self.cfg = settings_read_once(self.cfg)
         # Enforced in accept() instead, so that run() always selects.
@@ -254,6 +261,12 @@ class WholeRequestWorker(ThreadWorker):
         with self._lock:
             serving = list(self._serving)
         futures.wait(serving, timeout=self.cfg.graceful_timeout)
+
+    def notify(self):
+        now = time.monotonic()
+        if now >= self._heartbeat_due:
+            self._heartbeat_due = now + HEARTBEAT_S
+            super().notify()
 
     def _wrap_future(self, fs, conn):
         """Each request's future leaves ``_serving`` once done, rather than gthread's ``self.futures``.

@@ -1,6 +1,6 @@
 """What `serve`'s worker does once a request for each request, made cheaper, answers as before
 (gateway/whole_requests.py): the answer's head and body in one TCP segment, gunicorn's settings
-read once, the requests under way at a graceful stop still answered."""
+read once, the heartbeat once a second, the requests under way at a graceful stop still answered."""
 
 import email.utils
 import signal
@@ -11,8 +11,9 @@ import time
 import tracemalloc
 
 from gunicorn.config import Config
+from gunicorn.workers.workertmp import WorkerTmp
 
-from gateway.whole_requests import JOINED_BODY_BYTES, ReplayedSocket, settings_read_once
+from gateway.whole_requests import HEARTBEAT_S, JOINED_BODY_BYTES, ReplayedSocket, WholeRequestWorker, settings_read_once
 from tests.conftest import Gateway
 from tests.test_slow_clients import _go_to_state, _log_in
 from tests.test_upstream_failures import inject
@@ -137,3 +138,19 @@ def test_a_request_under_way_at_a_graceful_stop_is_answered(tmp_path, upstream):
     finally:
         gateway.stop()
     assert answers and answers[0].status_code == 200 and "RequestId" in answers[0].text, answers
+
+
+def test_the_worker_tells_the_arbiter_it_is_alive_once_a_second_not_after_every_request():
+    worker = object.__new__(WholeRequestWorker)  # only its heartbeat: the file gunicorn's arbiter watches
+    worker.tmp = WorkerTmp(Config())
+    try:
+        worker.notify()
+        first = worker.tmp.last_update()
+        for _ in range(100):  # a turn of the loop for each of 100 requests
+            worker.notify()
+        assert worker.tmp.last_update() == first
+        time.sleep(HEARTBEAT_S + 0.1)
+        worker.notify()
+        assert worker.tmp.last_update() > first
+    finally:
+        worker.tmp.close()
