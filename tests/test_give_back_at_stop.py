@@ -18,9 +18,9 @@ from gateway.callbacks.delivery import DeliveryWorker
 from gateway.callbacks.policy import ListenerPolicy
 from gateway.exceptions import StoreUnavailable
 from gateway.store import SqliteStore
+from tests.test_callbacks import ACCOUNT
 from tests.test_delivery_faults import WriteLock, add, delivered_request_ids, running_worker, settings, wait_until
 from tests.test_hand_off import SERVICE, idle, post, receiver_of
-from tests.test_callbacks import ACCOUNT
 
 LEASE_S = 3600
 

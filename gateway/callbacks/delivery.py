@@ -254,7 +254,9 @@ class DeliveryWorker:
         try:
             given_back = self._store.release_claims(self._id, unsent, time.time())
         except StoreUnavailable as error:
-            log.warning("%d callbacks held unsent not given back at stop, taken again once their lease lapses: %s", len(unsent), error)
+            log.warning(
+                "%d callbacks held unsent not given back at stop, taken again once their lease lapses: %s", len(unsent), error
+            )
             return
         log.info("%d callbacks held unsent given back at stop, for any instance to deliver now", given_back)
 
