@@ -66,7 +66,8 @@ class Gateway:
         return self._app(environ, start_response)
 
     def close(self, timeout=None):
-        """Let the worker finish the delivery it is sending, then stop it; write the requests still queued."""
+        """Let the worker finish the delivery it is sending, then stop it (it gives back what it
+        holds unsent, for another process to deliver at once); write the requests still queued."""
         self._worker.stop(timeout)
         self._requests.stop(timeout)
 

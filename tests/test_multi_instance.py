@@ -131,6 +131,41 @@ def test_the_callbacks_a_killed_instance_held_are_delivered_by_the_other_once_it
         assert delivered[request_id] >= lease_end, f"{request_id} taken from its claim holder before the lease ended"
 
 
+def test_the_callbacks_an_instance_stopped_gracefully_held_unsent_are_delivered_by_the_other_without_waiting_for_its_lease(
+    tmp_path, simulator, listener, postgres_url
+):
+    simulator.reset()
+    listener.status, listener.delay_s = 503, DELIVERY_TIMEOUT_S * 3  # stalling, as in the kill test
+    # A lease the test cannot wait out: what the other delivers, it was given back.
+    stopping = instance(tmp_path, "stopping", simulator, postgres_url, DELIVERY_TIMEOUT_S, callbacks_claim_lease_s=3600)
+    stopping.start()
+    survivor = instance(tmp_path, "survivor", simulator, postgres_url, DELIVERY_TIMEOUT_S, callbacks_claim_lease_s=3600)
+    observer = PostgresStore(postgres_url)
+    count = 30  # more than its senders can try before the stop: some wait, handed over or claimed
+    try:
+        register(stopping, listener.url)
+        username, password = observer.callback_credentials()
+        for n in range(count):
+            body = rest_callback(f"r-stop-{n}", f"9900000000020{n:02d}", username=username, password=password)
+            assert callback_to(stopping, body).status_code == 200
+        wait_until(lambda: observer.counts()["claimed"] > 10, 10, "the stopping instance holding callbacks")
+
+        stopping.stop(signal.SIGTERM)  # its POSTs under way end (timed out) and are recorded; the rest it gives back
+
+        assert observer.counts()["claimed"] == 0, stopping.log()[-3000:]
+        assert "given back at stop, for any instance to deliver now" in stopping.log()
+        listener.status, listener.delay_s = 200, 0.0
+        survivor.start()
+        wait_until(lambda: len(listener.acknowledged()) >= count, 30, "every callback acknowledged")
+        wait_until_settled(survivor, delivered=count)
+    finally:
+        survivor.stop()
+        stopping.stop()
+        observer.close()
+    delivered = sorted(identity(body)[0] for body in listener.acknowledged())
+    assert delivered == sorted(f"r-stop-{n}" for n in range(count))
+
+
 def test_two_thousand_callbacks_spread_over_both_instances_are_each_delivered_once(
     tmp_path, simulator, listener, postgres_url
 ):

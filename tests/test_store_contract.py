@@ -495,6 +495,32 @@ def test_the_attempt_of_a_worker_that_lost_its_claim_is_not_recorded(store):
     assert [attempt.number for attempt in store.request_callbacks("request-a")[0].attempts] == [1]
 
 
+def test_claims_given_back_are_due_at_once_for_any_worker_and_only_what_their_worker_still_holds_goes(store):
+    register(store)
+    [handed] = store.add_callbacks([received("handed")])  # claimed by w until NOW + 10
+    add(store, "lapsed", now=NOW + 1)
+    [lapsed] = store.claim_due("w", NOW + 1, lease_s=1, limit=10)
+    [taken_over] = store.claim_due("other", NOW + 3, lease_s=10, limit=10)
+    assert taken_over.id == lapsed.id
+    add(store, "sent", now=NOW + 4)
+    add(store, "unsent", now=NOW + 4)
+    sent, unsent = store.claim_due("w", NOW + 4, lease_s=10, limit=10)
+    assert store.mark_delivered(sent.id, "w", NOW + 5) is True
+
+    assert store.release_claims("w", [unsent.id, handed.id, lapsed.id, sent.id], NOW + 6) == 2
+
+    assert store.counts() == {"pending": 2, "claimed": 1, "delivered": 1, "dead": 0}
+    assert [(entry.request_id, entry.state, entry.attempts, entry.next_attempt_at) for entry in store.outbox("pending")] == [
+        ("request-handed", "pending", 0, NOW + 6),
+        ("request-lapsed", "claimed", 0, NOW + 1),
+        ("request-unsent", "pending", 0, NOW + 6),
+    ]
+    assert store.request_callbacks("request-unsent")[0].attempts == ()  # giving back is no attempt
+    # Due at once, long before their leases would have lapsed; the one taken over is still the other's.
+    assert [d.request_id for d in store.claim_due("next", NOW + 6, lease_s=10, limit=10)] == ["request-handed", "request-unsent"]
+    assert store.mark_delivered(taken_over.id, "other", NOW + 7) is True
+
+
 def test_callbacks_received_and_outcomes_settled_are_written_in_one_transaction_each_with_its_result(store):
     register(store)
     add(store, "a")

@@ -7,7 +7,11 @@ four times a lease; the claims of a worker that died lapse within the lease
 (``[callbacks] claim_lease_s``) and are taken again. A callback this process
 receives while its listener has nothing older due is stored already claimed
 by this process's worker and handed to a sender: no claim transaction for it.
-A listener acknowledges with 2xx; anything else (an envelope that cannot be
+A worker stopped gracefully gives back, due at once, what it holds but will
+not send (handed over and not taken, or left of a claimed batch), for the
+other processes or this one restarted; what a listener may have acknowledged
+(a POST under way, an outcome not yet recorded) stays held, as does all that
+a killed process held: their leases lapse. A listener acknowledges with 2xx; anything else (an envelope that cannot be
 built included) is retried with exponential back-off until ``max_attempts``,
 then the entry is dead (``m2m-gateway callbacks dead`` lists them, ``retry``
 re-drives them).
@@ -120,6 +124,8 @@ class DeliveryWorker:
         self._sender = _SenderState()
         # Sender thread -> when its POST under way began.
         self._posting = {}
+        # Sender thread -> the ids of the entries it is sending: never given back at stop while it runs.
+        self._sending = {}
 
     def start(self):
         self._threads = [
@@ -129,10 +135,13 @@ class DeliveryWorker:
         return self
 
     def stop(self, timeout=None):
+        """Stop the senders, letting each finish the POST under way (waiting up to ``timeout``
+        for each thread), then give back the callbacks this worker holds unsent."""
         self._stopping.set()
         self._wakeups.close()
         for thread in self._threads:
             thread.join(timeout)
+        self._give_back_unsent()
 
     def wake(self):
         """A callback was stored: one sender looks now rather than at the next poll."""
@@ -201,16 +210,21 @@ class DeliveryWorker:
         """Send ``deliveries``, claimed at ``claimed_at``, while their lease holds; their outcomes."""
         claimed = {delivery.id for delivery in deliveries}
         self._hold(claimed, claimed_at)
-        outcomes = []
+        self._sending[threading.get_ident()] = claimed
+        outcomes, unsent = [], set()
         try:
-            for delivery in deliveries:
+            for n, delivery in enumerate(deliveries):
+                if self._stopping.is_set():
+                    unsent = {left.id for left in deliveries[n:]}  # held still: stop() gives them back
+                    break
                 # Unrenewed past half the lease, another worker may soon own the entry: never send it then.
-                if self._stopping.is_set() or time.time() - max(claimed_at, self._renewed_at) > self._lease_s / 2:
+                if time.time() - max(claimed_at, self._renewed_at) > self._lease_s / 2:
                     break  # the remaining claims lapse and are taken again
                 outcomes.append(self._deliver(delivery))
         finally:
+            del self._sending[threading.get_ident()]
             # Left unsent (or recorded): no longer renewed. What waits to be recorded stays held.
-            self._release(claimed - {outcome.delivery.id for outcome in list(self._unrecorded)})
+            self._release(claimed - unsent - self._unrecorded_ids())
         return outcomes
 
     def _renew_claims(self):
@@ -221,6 +235,33 @@ class DeliveryWorker:
             self._store.renew_claims(self._id, held, started + self._lease_s)
             self._renewed_at = started
         self._stopping.wait(self._lease_s / RENEWALS_PER_LEASE)
+
+    def _give_back_unsent(self):
+        """Release this worker's claims on what it holds and will not send, for any worker to
+        take now rather than once the lease lapses: the entries handed over that no sender
+        took, and those a sender stopped before. Never an entry whose outcome is unrecorded
+        (its listener may have acknowledged it: it waits, held, to be recorded or lapse), nor
+        the entries of a sender still running (its POST under way outlived the join).
+        A store that fails leaves them to lapse, as a killed process's do.
+        """
+        with self._held_lock:
+            unsent = set(self._held)
+        unsent -= self._unrecorded_ids()
+        for sending in list(self._sending.values()):
+            unsent -= sending
+        if not unsent:
+            return
+        try:
+            given_back = self._store.release_claims(self._id, unsent, time.time())
+        except StoreUnavailable as error:
+            log.warning(
+                "%d callbacks held unsent not given back at stop, taken again once their lease lapses: %s", len(unsent), error
+            )
+            return
+        log.info("%d callbacks held unsent given back at stop, for any instance to deliver now", given_back)
+
+    def _unrecorded_ids(self):
+        return {outcome.delivery.id for outcome in list(self._unrecorded)}
 
     def _hold(self, ids, since):
         with self._held_lock:

@@ -63,7 +63,9 @@ class _ColonParameterCursor(psycopg.Cursor):
         return super().execute(_psycopg_parameters(query), params, **kwargs)
 
     def executemany(self, query, params_seq, **kwargs):
-        return super().executemany(_psycopg_parameters(query), params_seq, **kwargs)
+        # Itself, its rowcount the sum of every run's: as sqlite3's executemany (see SqlStore._transaction).
+        super().executemany(_psycopg_parameters(query), params_seq, **kwargs)
+        return self
 
 
 class PostgresStore(SqlStore):
