@@ -11,10 +11,10 @@ A worker stopped gracefully gives back, due at once, what it holds but will
 not send (handed over and not taken, or left of a claimed batch), for the
 other processes or this one restarted; what a listener may have acknowledged
 (a POST under way, an outcome not yet recorded) stays held, as does all that
-a killed process held: their leases lapse. A listener acknowledges with 2xx; anything else (an envelope that cannot be
-built included) is retried with exponential back-off until ``max_attempts``,
-then the entry is dead (``m2m-gateway callbacks dead`` lists them, ``retry``
-re-drives them).
+a killed process held: their leases lapse. A listener acknowledges with 2xx;
+anything else (an envelope that cannot be built included) is retried with
+exponential back-off until ``max_attempts``, then the entry is dead
+(``m2m-gateway callbacks dead`` lists them, ``retry`` re-drives them).
 
 Every loop runs supervised (``gateway.supervise``): a store that fails stops
 nothing, it is retried until it answers again. An outcome the store could not
