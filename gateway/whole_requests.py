@@ -23,10 +23,13 @@ on a busy host one worker often took every kept-alive connection of a
 client pool (8 of 8), and served them all on one core while the other
 idled, at half the throughput. A worker with as many requests under way as
 it has threads stops accepting, leaving a new connection to a worker with a
-thread to spare, until one of its own requests is done or
-``ACCEPT_DEFERRAL_S`` has passed; then it accepts it itself if no other did,
-and, the others being as busy, accepts at once until it has a thread to
-spare again.
+thread to spare, for ``ACCEPT_DEFERRAL_S``; one with as many connections as
+threads, kept-alive ones between two requests included, for
+``FULL_DEFERRAL_S``, so that a pool of connections opened at once is spread
+evenly. A deferral is as long as the worker's state asks now: shorter once
+one of its requests is done, over once it has a connection less. Then it
+accepts the connection itself if no other did, and, the others being as
+busy, accepts at once while it is as busy.
 
 Pipelined requests (a second request sent before the first is answered) are
 not replayed: the connection is closed after the first one's answer, and
@@ -57,6 +60,15 @@ JOINED_BODY_BYTES = 64 * 1024
 # makes a connection wait this long. Long enough for a peer on a loaded host to be
 # scheduled (20 ms was not, now and then, with a test suite running alongside).
 ACCEPT_DEFERRAL_S = 0.1
+# How long a worker with a connection for each thread, though a thread to spare
+# at the moment, leaves a new connection to a worker with fewer. A client's
+# kept-alive connection between two requests waits for nothing, but its next
+# request is on its way: counting only the requests under way, a pool of eight
+# connections opened at once went 5 to 3 to two workers of four threads about
+# one time in five, and the callback burst then ran at ~800 a second instead of
+# ~1,000 (p50 3-8 ms instead of 0.5). Shorter than ACCEPT_DEFERRAL_S: a worker
+# with no thread to spare leaves it to this one.
+FULL_DEFERRAL_S = 0.05
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # How often a worker tells the arbiter it is alive. gthread does it after every
 # select, a system call (a utime of the worker's file) for each request under
@@ -247,9 +259,11 @@ class WholeRequestWorker(ThreadWorker):
         self._buffered = 0
         self._max_buffered = BUFFERED_BODIES * self._limits.max_body_bytes
         self._deferred = []  # the listeners' selector keys while they are left to the other workers
-        # A deferral ran out with a connection still waiting: no other worker takes
-        # any, so this one accepts at once until it has a thread to spare again.
-        self._others_busy = False
+        self._deferred_at = None  # time.monotonic() when they were
+        # A deferral this long ran out with a connection still waiting: no other
+        # worker takes any, so this one accepts at once while its own deferral
+        # would be no longer (0: none ran out so).
+        self._others_busy_s = 0.0
         self._serving = set()  # the futures of the requests the threads have, until each is done
         super().init_process()
 
@@ -290,10 +304,12 @@ class WholeRequestWorker(ThreadWorker):
         return time.monotonic() + self._limits.read_timeout_s
 
     def accept(self, server, listener):
-        if self._loaded() and not self._others_busy:
+        deferral_s = self._deferral_s()
+        if deferral_s > self._others_busy_s:
             with self._lock:
                 self._deferred.append(self.poller.unregister(listener))
-            self.poller.wake_at = time.monotonic() + ACCEPT_DEFERRAL_S
+            self._deferred_at = time.monotonic()
+            self.poller.wake_at = self._deferred_at + deferral_s
             return
         try:
             sock, client = listener.accept()
@@ -368,37 +384,46 @@ class WholeRequestWorker(ThreadWorker):
     def murder_keepalived(self):
         super().murder_keepalived()
         now = time.monotonic()
-        loaded = self._loaded()  # (called after every select)
-        self._others_busy = self._others_busy and loaded
-        if self._deferred and (now >= self.poller.wake_at or not loaded):
-            self._accept_deferred(ran_out=loaded)
+        deferral_s = self._deferral_s()  # (called after every select)
+        if deferral_s < self._others_busy_s:
+            self._others_busy_s = 0.0
+        if self._deferred:
+            # As long as this worker's state asks now: shorter once one of its threads is spare, over once it has a connection less.
+            self.poller.wake_at = self._deferred_at + deferral_s
+            if now >= self.poller.wake_at:
+                self._accept_deferred(ran_out_s=deferral_s)
         with self._lock:
             late = [conn for conn, deadline in self._reading.items() if deadline < now]
         for conn in late:
             self._drop(conn, Refused(408, "Request Timeout"))
 
-    def _loaded(self):
-        """As many requests under way (being received or served) as threads: a new one would wait for a
-        thread here, and another worker may have one. Idle kept-alive connections (``_keep``) wait for nothing."""
-        return self.nr_conns - len(self._keep) >= self.cfg.threads and self.cfg.workers > 1
+    def _deferral_s(self):
+        """How long this worker leaves a new connection to the others: ACCEPT_DEFERRAL_S with as many
+        requests under way (being received or served) as threads, where a new one would wait for a
+        thread and another worker may have one; FULL_DEFERRAL_S with as many connections, kept-alive
+        ones between two requests included; else 0."""
+        if self.cfg.workers == 1 or self.nr_conns < self.cfg.threads:
+            return 0.0
+        return ACCEPT_DEFERRAL_S if self.nr_conns - len(self._keep) >= self.cfg.threads else FULL_DEFERRAL_S
 
-    def _accept_deferred(self, ran_out):
+    def _accept_deferred(self, ran_out_s):
         """The deferral is over: listen again, and take a connection still waiting, loaded or not.
 
-        When it ``ran_out`` and one was still waiting, the other workers are as
-        busy: deferring the next ones too would accept a burst of connections
-        one per deferral (50 clients connecting at once took 2 s).
+        When it ran out after ``ran_out_s`` (0: ended early) and one was still
+        waiting, the other workers are as busy: deferring the next ones too would
+        accept a burst of connections one per deferral (50 clients connecting at
+        once took 2 s).
         """
         deferred, self._deferred, self.poller.wake_at = self._deferred, [], None
         connections = self.nr_conns
-        self._others_busy = True
+        self._others_busy_s = ACCEPT_DEFERRAL_S  # what waits now is taken now
         try:
             for key in deferred:
                 with self._lock:
                     self.poller.register(key.fileobj, selectors.EVENT_READ, key.data)
                 key.data(key.fileobj)  # accept(): nothing waiting is EAGAIN, ignored
         finally:
-            self._others_busy = ran_out and self.nr_conns > connections
+            self._others_busy_s = ran_out_s if self.nr_conns > connections else 0.0
 
     def _drop(self, conn, refusal=None):
         """Close a connection whose request is being received, answering ``refusal`` if there is one."""

@@ -1,5 +1,6 @@
-"""`serve`'s workers share new connections: one with as many requests under way as threads leaves
-the next to another worker, and takes it itself when no other does (gateway/whole_requests.py).
+"""`serve`'s workers share new connections: one with as many requests under way as threads, or as
+many kept-alive connections, leaves the next to another worker, and takes it itself when no other
+does (gateway/whole_requests.py).
 
 Real gunicorn workers; which worker holds a connection is read from /proc; a worker
 is kept from accepting by stopping it (SIGSTOP), and always continued.
@@ -112,3 +113,13 @@ def test_when_no_other_worker_takes_it_a_loaded_worker_accepts_the_connection_it
     with stopped(idle):
         assert {request_under_way(gateway, connections) for _ in range(THREADS)} == {busy}
         assert holder(gateway, answered_connection(gateway, connections)) == busy
+
+
+def test_a_worker_with_a_kept_alive_connection_for_each_thread_leaves_new_connections_to_one_with_fewer(two_workers):
+    gateway, connections = two_workers
+    full, other = both_workers_serving(gateway, connections)
+    with stopped(other):
+        pool = [answered_connection(gateway, connections) for _ in range(THREADS)]  # between two requests, each
+    assert {holder(gateway, connection) for connection in pool} == {full}
+    more = [answered_connection(gateway, connections) for _ in range(THREADS)]
+    assert [holder(gateway, connection) for connection in more] == [other] * THREADS
