@@ -51,6 +51,15 @@ def callback_to(gateway, body):
     return requests.post(receiver_url(gateway), json=body, timeout=30)
 
 
+def post_callbacks(gateway, store, request_ids, imei_prefix):
+    """A callback for each of ``request_ids`` posted to ``gateway`` as ThingSpace does (``store``'s
+    credentials), device ``imei_prefix`` and two digits; each acknowledged."""
+    username, password = store.callback_credentials()
+    for n, request_id in enumerate(request_ids):
+        body = rest_callback(request_id, f"{imei_prefix}{n:02d}", username=username, password=password)
+        assert callback_to(gateway, body).status_code == 200
+
+
 def wait_until(condition, timeout_s, what):
     deadline = time.monotonic() + timeout_s
     while not (result := condition()):
@@ -99,10 +108,7 @@ def test_the_callbacks_a_killed_instance_held_are_delivered_by_the_other_once_it
     count = 6
     try:
         register(doomed, listener.url)
-        username, password = observer.callback_credentials()
-        for n in range(count):
-            body = rest_callback(f"r-kill-{n}", f"9900000000010{n:02d}", username=username, password=password)
-            assert callback_to(doomed, body).status_code == 200
+        post_callbacks(doomed, observer, [f"r-kill-{n}" for n in range(count)], "9900000000010")
 
         # The survivor is started only after the kill, so every claim is the doomed one's.
         def claims():
@@ -144,10 +150,7 @@ def test_the_callbacks_an_instance_stopped_gracefully_held_unsent_are_delivered_
     count = 30  # more than its senders can try before the stop: some wait, handed over or claimed
     try:
         register(stopping, listener.url)
-        username, password = observer.callback_credentials()
-        for n in range(count):
-            body = rest_callback(f"r-stop-{n}", f"9900000000020{n:02d}", username=username, password=password)
-            assert callback_to(stopping, body).status_code == 200
+        post_callbacks(stopping, observer, [f"r-stop-{n}" for n in range(count)], "9900000000020")
         wait_until(lambda: observer.counts()["claimed"] > 10, 10, "the stopping instance holding callbacks")
 
         stopping.stop(signal.SIGTERM)  # its POSTs under way end (timed out) and are recorded; the rest it gives back
