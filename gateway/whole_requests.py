@@ -388,7 +388,8 @@ class WholeRequestWorker(ThreadWorker):
         if deferral_s < self._others_busy_s:
             self._others_busy_s = 0.0
         if self._deferred:
-            # As long as this worker's state asks now: shorter once one of its threads is spare, over once it has a connection less.
+            # As long as this worker's state asks now: shorter once one of its threads
+            # is spare, over once it has a connection less.
             self.poller.wake_at = self._deferred_at + deferral_s
             if now >= self.poller.wake_at:
                 self._accept_deferred(ran_out_s=deferral_s)
