@@ -1,9 +1,10 @@
 """Group commit of callback receipts and of delivery outcomes: in process, a real SQLite file.
 
 The faults are real: another connection holds the file's write lock. While
-it does, writers queue; once it goes, what queued is written together, each
-caller told its own result. While it stays past the busy timeout, every
-caller of the batch hears the store is unavailable and nothing is written.
+it does, writers queue; once it goes, what queued is written together, in
+the transaction that waited for it, each caller told its own result. While
+it stays past the busy timeout, every caller of the batch hears the store
+is unavailable and nothing is written.
 """
 
 import concurrent.futures
@@ -28,15 +29,22 @@ CALLBACK_PATH = f"/{ACCOUNT}/{SERVICE}"
 
 
 class CountingWrites:
-    """The real store call, counted: how many transactions wrote how many rows."""
+    """The store's own outbox transaction, counted: how many were begun, and how many rows each gathered."""
 
-    def __init__(self, write_rows):
-        self._write_rows = write_rows
+    def __init__(self, store):
+        self._store = store
+        self.begun = 0
         self.batches = []
 
-    def __call__(self, rows):
-        self.batches.append(len(rows))
-        return self._write_rows(rows)
+    def __call__(self, gather):
+        self.begun += 1
+
+        def counted():
+            rows = gather()
+            self.batches.append(len(rows))
+            return rows
+
+        return self._store._write_gathered(counted)
 
 
 def received(n):
@@ -47,10 +55,10 @@ def queued(group):
     return len(group._queued)
 
 
-def test_rows_queued_while_a_transaction_waits_are_written_together_each_with_its_own_result(tmp_path):
+def test_rows_queued_while_a_transaction_waits_for_the_write_lock_are_written_in_it_each_with_its_own_result(tmp_path):
     path = tmp_path / "store.sqlite3"
     store = SqliteStore(path, busy_timeout_s=10)
-    writes = CountingWrites(store.add_callbacks)
+    writes = CountingWrites(store)
     group = GroupCommit(writes)
     write = functools.partial(group.write, wait_s=10, what="the callback")
     rows = [received(0)] + [received(n) for n in range(1, 8)] + [received(3)]  # r-3 twice
@@ -58,11 +66,12 @@ def test_rows_queued_while_a_transaction_waits_are_written_together_each_with_it
         with concurrent.futures.ThreadPoolExecutor(len(rows)) as pool:
             with WriteLock(path):
                 first = pool.submit(write, rows[0])
-                wait_until(lambda: writes.batches == [1], what="the first transaction")
+                wait_until(lambda: writes.begun == 1, what="the first transaction")
                 rest = [pool.submit(write, row) for row in rows[1:]]
-                wait_until(lambda: queued(group) == len(rest), what="the others queued")
+                wait_until(lambda: queued(group) == len(rows), what="the others queued")
+                assert writes.batches == []  # nothing taken while the lock is held elsewhere
             results = [first.result(timeout=10)] + [future.result(timeout=10) for future in rest]
-        assert writes.batches == [1, len(rest)]  # one transaction for all that queued
+        assert (writes.begun, writes.batches) == (1, [len(rows)])  # one transaction for all that queued
         assert results == [True] * 8 + [False]  # the repeated key: a duplicate, stored once
         assert store.counts()["pending"] == 8
     finally:
@@ -72,7 +81,7 @@ def test_rows_queued_while_a_transaction_waits_are_written_together_each_with_it
 def test_a_write_lock_held_past_the_busy_timeout_fails_every_row_of_the_batch_and_writes_none(tmp_path):
     path = tmp_path / "store.sqlite3"
     store = SqliteStore(path, busy_timeout_s=0.3)
-    writes = CountingWrites(store.add_callbacks)
+    writes = CountingWrites(store)
     group = GroupCommit(writes)
     write = functools.partial(group.write, wait_s=10, what="the callback")
     try:
@@ -80,6 +89,8 @@ def test_a_write_lock_held_past_the_busy_timeout_fails_every_row_of_the_batch_an
             futures = [pool.submit(write, received(n)) for n in range(4)]
             errors = [future.exception(timeout=10) for future in futures]
         assert all(isinstance(error, StoreUnavailable) and "database is locked" in str(error) for error in errors), errors
+        # All four failed with the transaction that waited out the busy timeout, not each after a timeout of its own.
+        assert (writes.begun, writes.batches) == (1, [])
         assert store.counts()["pending"] == 0
         assert write(received(0)) is True  # the lock gone: written
     finally:
@@ -89,7 +100,7 @@ def test_a_write_lock_held_past_the_busy_timeout_fails_every_row_of_the_batch_an
 def test_a_row_not_written_within_the_wait_is_told_the_store_is_too_slow(tmp_path):
     path = tmp_path / "store.sqlite3"
     store = SqliteStore(path, busy_timeout_s=5)
-    group = GroupCommit(store.add_callbacks)
+    group = GroupCommit(CountingWrites(store))
     write = functools.partial(group.write, wait_s=0.3, what="the callback")
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -145,9 +156,13 @@ class CountingStore(SqliteStore):
         super().__init__(*args, **kwargs)
         self.batches = []
 
-    def write_outbox(self, rows):
-        self.batches.append(len(rows))
-        return super().write_outbox(rows)
+    def _write_gathered(self, gather):
+        def counted():
+            rows = gather()
+            self.batches.append(len(rows))
+            return rows
+
+        return super()._write_gathered(counted)
 
 
 def claimed_entry(store):
@@ -166,13 +181,13 @@ def test_the_receivers_callbacks_and_the_workers_outcomes_queued_together_share_
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             with WriteLock(path):
                 first = pool.submit(receipts, received(1))
-                wait_until(lambda: store.batches == [1], what="the first transaction")
+                wait_until(lambda: store._outbox_writes._writing.locked(), what="the first transaction")
                 settled = pool.submit(outcomes, Settlement(claimed.id, "me", time.time()))
                 duplicate = pool.submit(receipts, received(0))
-                wait_until(lambda: queued(store._outbox_writes) == 2, what="the outcome and the callback queued together")
+                wait_until(lambda: queued(store._outbox_writes) == 3, what="the outcome and the callbacks queued together")
             results = [future.result(timeout=10) for future in (first, settled, duplicate)]
         assert results == [True, True, False]
-        assert store.batches == [1, 2]
+        assert store.batches == [3]
         assert store.counts() == {"pending": 1, "claimed": 0, "delivered": 1, "dead": 0}
     finally:
         store.close()

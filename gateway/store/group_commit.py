@@ -4,9 +4,14 @@ Each commit of the store waits for the disk (an fsync with SQLite's
 ``synchronous=FULL``) and holds the one write lock every thread and process
 queues on. Under load, threads that each commit one row spend their time
 queuing for that lock. Here the first thread to arrive writes its row and
-every row queued while it did so, in one transaction; each thread gets its
-own row's result, or the error of the transaction its row was in. No thread
-of its own: whoever waits writes, so there is nothing to start or stop.
+every row queued until its transaction holds that lock, in one transaction;
+each thread gets its own row's result, or the error of the transaction its
+row was in. No thread of its own: whoever waits writes, so there is nothing
+to start or stop.
+
+The rows are taken once the lock is held, not before the wait for it: with
+SQLite, another process's transaction holds it as often as not, and the
+rows queued meanwhile used to wait for a transaction of their own after it.
 
 A thread whose row is not written within ``wait_s`` (the store hangs, or
 the writer before it does) gets StoreUnavailable. A row still queued then is
@@ -37,7 +42,8 @@ class _Waiter:
 
 class GroupCommit:
     def __init__(self, write_rows):
-        """``write_rows(rows) -> results``: one transaction, a result per row, in order."""
+        """``write_rows(gather) -> results``: one transaction, a result per row, in order, of the
+        rows ``gather()`` returns, called once in it, when it holds the store's write lock."""
         self._write_rows = write_rows
         self._queued = []
         self._queue_lock = threading.Lock()
@@ -75,11 +81,20 @@ class GroupCommit:
                 self._queued.remove(waiter)
 
     def _write_queued(self):
-        with self._queue_lock:
-            batch, self._queued = self._queued[:MAX_ROWS], self._queued[MAX_ROWS:]
+        batch = []
+
+        def gather():
+            with self._queue_lock:
+                batch[:], self._queued = self._queued[:MAX_ROWS], self._queued[MAX_ROWS:]
+            return [waiter.row for waiter in batch]
+
         try:
-            results = self._write_rows([waiter.row for waiter in batch])
+            results = self._write_rows(gather)
         except Exception as error:  # noqa: BLE001 - every waiter of the batch gets it, none is left waiting
+            if not batch:
+                # Failed before it held the lock: what queued while it waited fails with it (it
+                # waited as long), rather than each row waiting out the store's timeout again.
+                gather()
             for waiter in batch:
                 waiter.error, waiter.done = error, True
             return

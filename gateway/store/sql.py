@@ -114,7 +114,7 @@ class SqlStore(ABC):
         self._prepared = False
         self._preparing = threading.Lock()
         # Every outbox_writer()'s rows, written together: see there.
-        self._outbox_writes = GroupCommit(self.write_outbox)
+        self._outbox_writes = GroupCommit(self._write_gathered)
         if not lazy:
             self._ensure_prepared()
 
@@ -426,12 +426,17 @@ class SqlStore(ABC):
         The new entries are inserted first, then the settled ones updated in
         id order: locks taken in one order by every transaction, as there.
         """
-        received = [n for n, row in enumerate(rows) if isinstance(row, ReceivedCallback)]
-        settled = [n for n, row in enumerate(rows) if isinstance(row, Settlement)]
-        if len(received) + len(settled) != len(rows):
-            raise TypeError("write_outbox takes ReceivedCallback and Settlement rows only")
-        results = [None] * len(rows)
+        return self._write_gathered(lambda: rows)
+
+    def _write_gathered(self, gather):
+        """``write_outbox`` of the rows ``gather()`` returns once the transaction holds the write lock."""
         with self._write() as db:
+            rows = gather()
+            received = [n for n, row in enumerate(rows) if isinstance(row, ReceivedCallback)]
+            settled = [n for n, row in enumerate(rows) if isinstance(row, Settlement)]
+            if len(received) + len(settled) != len(rows):
+                raise TypeError("write_outbox takes ReceivedCallback and Settlement rows only")
+            results = [None] * len(rows)
             for indexes, write in ((received, self._add_callbacks), (settled, self._settle_all)):
                 for n, result in zip(indexes, write(db, [rows[n] for n in indexes]), strict=True):
                     results[n] = result
