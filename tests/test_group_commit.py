@@ -28,15 +28,15 @@ SERVICE = "StateService"
 CALLBACK_PATH = f"/{ACCOUNT}/{SERVICE}"
 
 
-class CountingWrites:
-    """The store's own outbox transaction, counted: how many were begun, and how many rows each gathered."""
+class CountingStore(SqliteStore):
+    """The real store, counting its outbox transactions: how many were begun, and how many rows each gathered."""
 
-    def __init__(self, store):
-        self._store = store
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.begun = 0
         self.batches = []
 
-    def __call__(self, gather):
+    def _write_gathered(self, gather):
         self.begun += 1
 
         def counted():
@@ -44,7 +44,7 @@ class CountingWrites:
             self.batches.append(len(rows))
             return rows
 
-        return self._store._write_gathered(counted)
+        return super()._write_gathered(counted)
 
 
 def received(n):
@@ -57,21 +57,20 @@ def queued(group):
 
 def test_rows_queued_while_a_transaction_waits_for_the_write_lock_are_written_in_it_each_with_its_own_result(tmp_path):
     path = tmp_path / "store.sqlite3"
-    store = SqliteStore(path, busy_timeout_s=10)
-    writes = CountingWrites(store)
-    group = GroupCommit(writes)
+    store = CountingStore(path, busy_timeout_s=10)
+    group = GroupCommit(store._write_gathered)
     write = functools.partial(group.write, wait_s=10, what="the callback")
     rows = [received(0)] + [received(n) for n in range(1, 8)] + [received(3)]  # r-3 twice
     try:
         with concurrent.futures.ThreadPoolExecutor(len(rows)) as pool:
             with WriteLock(path):
                 first = pool.submit(write, rows[0])
-                wait_until(lambda: writes.begun == 1, what="the first transaction")
+                wait_until(lambda: store.begun == 1, what="the first transaction")
                 rest = [pool.submit(write, row) for row in rows[1:]]
                 wait_until(lambda: queued(group) == len(rows), what="the others queued")
-                assert writes.batches == []  # nothing taken while the lock is held elsewhere
+                assert store.batches == []  # nothing taken while the lock is held elsewhere
             results = [first.result(timeout=10)] + [future.result(timeout=10) for future in rest]
-        assert (writes.begun, writes.batches) == (1, [len(rows)])  # one transaction for all that queued
+        assert (store.begun, store.batches) == (1, [len(rows)])  # one transaction for all that queued
         assert results == [True] * 8 + [False]  # the repeated key: a duplicate, stored once
         assert store.counts()["pending"] == 8
     finally:
@@ -80,9 +79,8 @@ def test_rows_queued_while_a_transaction_waits_for_the_write_lock_are_written_in
 
 def test_a_write_lock_held_past_the_busy_timeout_fails_every_row_of_the_batch_and_writes_none(tmp_path):
     path = tmp_path / "store.sqlite3"
-    store = SqliteStore(path, busy_timeout_s=0.3)
-    writes = CountingWrites(store)
-    group = GroupCommit(writes)
+    store = CountingStore(path, busy_timeout_s=0.3)
+    group = GroupCommit(store._write_gathered)
     write = functools.partial(group.write, wait_s=10, what="the callback")
     try:
         with WriteLock(path), concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -90,7 +88,7 @@ def test_a_write_lock_held_past_the_busy_timeout_fails_every_row_of_the_batch_an
             errors = [future.exception(timeout=10) for future in futures]
         assert all(isinstance(error, StoreUnavailable) and "database is locked" in str(error) for error in errors), errors
         # All four failed with the transaction that waited out the busy timeout, not each after a timeout of its own.
-        assert (writes.begun, writes.batches) == (1, [])
+        assert (store.begun, store.batches) == (1, [])
         assert store.counts()["pending"] == 0
         assert write(received(0)) is True  # the lock gone: written
     finally:
@@ -100,7 +98,7 @@ def test_a_write_lock_held_past_the_busy_timeout_fails_every_row_of_the_batch_an
 def test_a_row_not_written_within_the_wait_is_told_the_store_is_too_slow(tmp_path):
     path = tmp_path / "store.sqlite3"
     store = SqliteStore(path, busy_timeout_s=5)
-    group = GroupCommit(CountingWrites(store))
+    group = GroupCommit(store._write_gathered)
     write = functools.partial(group.write, wait_s=0.3, what="the callback")
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -147,22 +145,6 @@ def test_settlements_of_a_batch_are_each_recorded_or_refused_on_their_own(tmp_pa
         assert history("r-2") == [(1, False, "listener answered HTTP 500")]
     finally:
         store.close()
-
-
-class CountingStore(SqliteStore):
-    """The real store, counting how many rows each of its outbox transactions wrote."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.batches = []
-
-    def _write_gathered(self, gather):
-        def counted():
-            rows = gather()
-            self.batches.append(len(rows))
-            return rows
-
-        return super()._write_gathered(counted)
 
 
 def claimed_entry(store):
