@@ -437,8 +437,9 @@ def profile(count):
         headers = {"Content-Type": "application/json"}
 
         def receive(jobs, client=receiver):
+            # The receiver as mounted: the path below the callbacks path.
             statuses = {client.post(f"/{ACCOUNT}/{SERVICE}", data=body, headers=headers).status_code for _, body in jobs}
-            if statuses != {200}:  # (the receiver as mounted: the path below the callbacks path)
+            if statuses != {200}:
                 raise SystemExit(f"the receiver refused callbacks in-process: {sorted(statuses)}")
 
         receive_ms = cpu_ms(functools.partial(receive, jobs_for("alone", count)))[0] / count
