@@ -1,4 +1,4 @@
-"""One HTTP/1.1 exchange on a connected socket: the request sent in one piece, its answer read strictly.
+"""One HTTP/1.1 exchange on a connection: the request sent in one piece, its answer read strictly.
 
 What http.client does around a kept-alive call costs more CPU than the
 call: a request head validated and sent header by header, then sent apart
@@ -7,14 +7,20 @@ package through a buffered file. Here the head is one string, checked once
 and sent with the body in one ``sendall``; the answer is received into one
 buffer and taken apart with ``bytes`` methods.
 
-The reader takes RFC 9112's answers and refuses the rest (:class:`BadAnswer`):
+The reader is without I/O (:func:`read_answer`, a generator told what was
+received), so one parser serves both drivers: :func:`exchange` on a
+blocking socket (the threads' calls to ThingSpace) and :func:`exchange_async`
+on asyncio's streams (the delivery worker's loop).
+
+It takes RFC 9112's answers and refuses the rest (:class:`BadAnswer`):
 a status line, header lines (none folded), then a body framed by chunked
 transfer coding, by Content-Length or by the connection's end; none after a
-HEAD, a 204 or a 304. Interim 1xx answers are skipped. Heads (the interim
+HEAD, a 204, a 304 or a 2xx to CONNECT. Interim 1xx answers are skipped. Heads (the interim
 ones together), a chunk line, or a chunk line and the trailers after it,
 longer than :data:`MAX_HEAD_BYTES` are refused rather than buffered.
 """
 
+import asyncio
 import re
 
 # The most head bytes taken; http.client takes 100 lines of 64 KiB each, and none of
@@ -76,40 +82,70 @@ def exchange(sock, method, request):
     go to the caller.
     """
     sock.sendall(request)
-    return _Answer(sock).read(method)
+    reading = read_answer(method)
+    try:
+        wanted = next(reading)
+        while True:
+            wanted = reading.send(sock.recv(wanted))
+    except StopIteration as read:
+        return read.value
+
+
+async def exchange_async(reader, writer, method, request, timeout_s):
+    """:func:`exchange` over asyncio streams: ``TimeoutError`` when sending, or one read, takes
+    longer than ``timeout_s``."""
+    writer.write(request)
+    async with asyncio.timeout(timeout_s):
+        await writer.drain()
+    reading = read_answer(method)
+    try:
+        wanted = next(reading)
+        while True:
+            async with asyncio.timeout(timeout_s):
+                data = await reader.read(wanted)
+            wanted = reading.send(data)
+    except StopIteration as read:
+        return read.value
+
+
+def read_answer(method):
+    """The reading of one answer to a ``method`` request, without I/O: a generator that yields
+    how many bytes it takes at most and is sent what was received (``b""`` once the server
+    closed), until it returns ``(status, body, reusable)``. Each driver above feeds it from
+    its own kind of connection: one parser, not one per kind."""
+    return _Answer().read(method)
 
 
 class _Answer:
     """The reading of one answer; ``_buffer`` holds what was received and not yet taken."""
 
-    def __init__(self, sock):
-        self._sock = sock
+    def __init__(self):
         self._buffer = b""
         self._counted = 0  # bytes of heads, a chunk line or trailers taken: MAX_HEAD_BYTES at most
 
     def read(self, method):
-        status, version, fields = self._head()
+        status, version, fields = yield from self._head()
         while status < 200:
             if status == 101:
                 raise BadAnswer("101 Switching Protocols, when no upgrade was asked for")
-            status, version, fields = self._head()
+            status, version, fields = yield from self._head()
         reusable = version == b"1" and b"close" not in _tokens(fields.get(b"connection", b""))
-        if method == "HEAD" or status in (204, 304):
+        if method == "HEAD" or status in (204, 304) or method == "CONNECT" and status < 300:  # a tunnel follows a CONNECT's
             body = b""
         elif b"transfer-encoding" in fields:
             if _tokens(fields[b"transfer-encoding"]) != [b"chunked"]:
                 raise BadAnswer("a transfer coding other than chunked, which was not asked for")
-            body = self._chunked()
+            body = yield from self._chunked()
             reusable = reusable and b"content-length" not in fields  # RFC 9112 6.3: a message smuggled past others
         elif b"content-length" in fields:
-            body = self._exactly(_content_length(fields[b"content-length"]))
+            body = yield from self._exactly(_content_length(fields[b"content-length"]))
         else:
-            return status, self._until_closed(), False
+            return status, (yield from self._until_closed()), False
         return status, body, reusable and not self._buffer
 
     def _head(self):
         """The next head: its status, HTTP minor version and fields."""
-        lines = self._through(b"\r\n\r\n", "heads").split(b"\r\n")
+        lines = (yield from self._through(b"\r\n\r\n", "heads")).split(b"\r\n")
         match = _STATUS_LINE.fullmatch(lines[0])
         if match is None:
             raise BadAnswer(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
@@ -120,18 +156,19 @@ class _Answer:
         while (end := self._buffer.find(end_mark)) < 0:
             if self._counted + len(self._buffer) > MAX_HEAD_BYTES:
                 raise BadAnswer(f"{what} longer than {MAX_HEAD_BYTES} bytes")
-            self._receive()
+            self._buffer += yield from self._receive(RECEIVE_BYTES)
         self._counted += end + len(end_mark)
         if self._counted > MAX_HEAD_BYTES:
             raise BadAnswer(f"{what} longer than {MAX_HEAD_BYTES} bytes")
         taken, self._buffer = self._buffer[:end], self._buffer[end + len(end_mark) :]
         return taken
 
-    def _receive(self):
-        data = self._sock.recv(RECEIVE_BYTES)
+    @staticmethod
+    def _receive(most):
+        data = yield most
         if not data:
             raise BadAnswer(_CLOSED_EARLY)
-        self._buffer += data
+        return data
 
     def _exactly(self, length):
         """The next ``length`` bytes; memory taken as they arrive, not as the server announces them."""
@@ -142,9 +179,7 @@ class _Answer:
         parts = [self._buffer]
         self._buffer = b""
         while have < length:
-            data = self._sock.recv(min(length - have, RECEIVE_BYTES))  # never past them
-            if not data:
-                raise BadAnswer(_CLOSED_EARLY)
+            data = yield from self._receive(min(length - have, RECEIVE_BYTES))  # never past them
             parts.append(data)
             have += len(data)
         return b"".join(parts)
@@ -153,22 +188,22 @@ class _Answer:
         chunks = []
         while True:
             self._counted = 0  # each chunk line on its own: a body of many small chunks is no long head
-            match = _CHUNK_SIZE.fullmatch(self._through(b"\r\n", "chunk lines and trailers"))
+            match = _CHUNK_SIZE.fullmatch((yield from self._through(b"\r\n", "chunk lines and trailers")))
             if match is None:
                 raise BadAnswer("a malformed chunk size line")
             size = int(match.group(1), 16)
             if size == 0:
                 break
-            chunks.append(self._exactly(size))
-            if self._exactly(2) != b"\r\n":
+            chunks.append((yield from self._exactly(size)))
+            if (yield from self._exactly(2)) != b"\r\n":
                 raise BadAnswer("a chunk longer than its size")
-        while self._through(b"\r\n", "chunk lines and trailers"):  # trailer fields, not used
+        while (yield from self._through(b"\r\n", "chunk lines and trailers")):  # trailer fields, not used
             pass
         return b"".join(chunks)
 
     def _until_closed(self):
         parts = [self._buffer]
-        while data := self._sock.recv(RECEIVE_BYTES):
+        while data := (yield RECEIVE_BYTES):
             parts.append(data)
         self._buffer = b""
         return b"".join(parts)
