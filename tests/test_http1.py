@@ -1,8 +1,11 @@
-"""The outbound client's HTTP/1.1 exchange (gateway/http1.py) against a real server on 127.0.0.1
+"""The outbound clients' HTTP/1.1 exchange (gateway/http1.py) against a real server on 127.0.0.1
 that answers with scripted bytes: every framing an answer may have, the answers to refuse, and
-when the kept-alive connection may carry the next request.
+when the kept-alive connection may carry the next request. Each test runs twice: with the
+threads' client (``outbound.KeptAlive``, its socket driving the reader) and with the event
+loop's (``outbound.KeptAliveOnLoop``, asyncio's streams driving the same reader).
 """
 
+import asyncio
 import itertools
 import socket
 import threading
@@ -73,13 +76,48 @@ def closes_after(data):
     return answer
 
 
+class OnLoop:
+    """``outbound.KeptAliveOnLoop`` called from the test's thread: its requests run on an
+    event loop in a thread of its own, as the delivery worker's do."""
+
+    def __init__(self, base_url, timeout_s):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._client = outbound.KeptAliveOnLoop(base_url, timeout_s)
+
+    def request(self, method, path, body, headers):
+        return asyncio.run_coroutine_threadsafe(self._client.request(method, path, body, headers), self._loop).result()
+
+    def close(self):
+        self._loop.call_soon_threadsafe(self._client.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
+@pytest.fixture(params=[outbound.KeptAlive, OnLoop], ids=["threads", "event loop"])
+def client_of(request):
+    """Makes the client of a base URL and a timeout, each kind in turn; closes those on an event loop."""
+    made = []
+
+    def client(base_url, timeout_s):
+        made.append(request.param(base_url, timeout_s=timeout_s))
+        return made[-1]
+
+    yield client
+    for client in made:
+        if isinstance(client, OnLoop):
+            client.close()
+
+
 @pytest.fixture
-def serve():
+def serve(client_of):
     servers = []
 
     def start(*answers):
         servers.append(ScriptedServer(answers))
-        return servers[-1], outbound.KeptAlive(servers[-1].url, timeout_s=5)
+        return servers[-1], client_of(servers[-1].url, timeout_s=5)
 
     yield start
     for server in servers:
@@ -279,11 +317,11 @@ def test_a_target_or_header_that_would_break_the_message_is_refused_before_conne
     assert len(server.requests) == 1
 
 
-def test_a_server_that_does_not_answer_in_time_is_a_timed_out_exchange():
+def test_a_server_that_does_not_answer_in_time_is_a_timed_out_exchange(client_of):
     server = ScriptedServer([lambda client: client.recv(1)])  # holds the connection, never answers
     try:
         with pytest.raises(ExchangeFailed) as failed:
-            outbound.KeptAlive(server.url, timeout_s=0.3).request("GET", "/", None, {})
+            client_of(server.url, timeout_s=0.3).request("GET", "/", None, {})
         assert failed.value.timed_out
     finally:
         server.close()
