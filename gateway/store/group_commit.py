@@ -55,30 +55,37 @@ class GroupCommit:
         Waits up to ``wait_s``; ``what`` names the row in the error past it.
         Callers waiting different times share the transactions all the same.
         """
-        waiter = _Waiter(row)
+        [result] = self.write_all([row], wait_s, what)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def write_all(self, rows, wait_s, what):
+        """Each of ``rows``' results, in order, as ``write`` would return it, or the error it
+        would raise: rows queued together, as one caller's, may still be split between
+        transactions (MAX_ROWS), and one of those fail while another commits."""
+        waiters = [_Waiter(row) for row in rows]
         with self._queue_lock:
-            self._queued.append(waiter)
+            self._queued.extend(waiters)
         deadline = time.monotonic() + wait_s
-        while not waiter.done:
+        while not waiters[-1].done:  # taken in queue order: the last one done, every one is
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._writing.acquire(timeout=remaining):
-                self._withdraw(waiter)
-                raise StoreUnavailable(f"{what} not written within {wait_s:g} s: the store is too slow")
+                self._withdraw(waiters)
+                late = StoreUnavailable(f"{what} not written within {wait_s:g} s: the store is too slow")
+                return [_result(waiter, what) if waiter.done else late for waiter in waiters]
             try:
-                if not waiter.done:  # nobody took it along: write it, and whatever else is queued
+                if not waiters[-1].done:  # nobody took them along: write them, and whatever else is queued
                     self._write_queued()
             finally:
                 self._writing.release()
-        if isinstance(waiter.error, StoreUnavailable):
-            raise StoreUnavailable(str(waiter.error)) from waiter.error  # one exception per thread that raises it
-        if waiter.error is not None:
-            raise RuntimeError(f"writing {what} failed") from waiter.error
-        return waiter.result
+        return [_result(waiter, what) for waiter in waiters]
 
-    def _withdraw(self, waiter):
+    def _withdraw(self, waiters):
+        withdrawn = set(waiters)
         with self._queue_lock:
-            if waiter in self._queued:  # not yet taken into a transaction: it never will be
-                self._queued.remove(waiter)
+            # Those not yet taken into a transaction never will be.
+            self._queued = [waiter for waiter in self._queued if waiter not in withdrawn]
 
     def _write_queued(self):
         batch = []
@@ -100,3 +107,15 @@ class GroupCommit:
             return
         for waiter, result in zip(batch, results, strict=True):
             waiter.result, waiter.done = result, True
+
+
+def _result(waiter, what):
+    """The waiter's result, or the error its caller raises: one exception per caller, caused by the transaction's."""
+    if waiter.error is None:
+        return waiter.result
+    if isinstance(waiter.error, StoreUnavailable):
+        failed = StoreUnavailable(str(waiter.error))
+    else:
+        failed = RuntimeError(f"writing {what} failed")
+    failed.__cause__ = waiter.error
+    return failed
