@@ -40,6 +40,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -416,10 +417,11 @@ def measure_phase(title, prefix, count, posters, rate, post, gateway, listener, 
 
 def profile(count):
     """The receiver (werkzeug's test client, no HTTP) and the delivery worker (to a listener
-    child over loopback HTTP), each on ``count`` callbacks, one thread, with the process's
-    CPU time as the clock (a commit's wait for the disk is not work): first as they run,
-    the CPU a callback costs alone in one thread, each with a transaction of its own; then
-    ``count`` more under cProfile."""
+    child over loopback HTTP), each on ``count`` callbacks, with the process's CPU time as
+    the clock (a commit's wait for the disk is not work): first as they run, the CPU a
+    callback costs, the receiver's alone in one thread with a transaction each, the worker's
+    in all its threads (its loop, its store thread); then ``count`` more under cProfile,
+    the worker's on its loop's thread with that thread's CPU time as the clock."""
     from werkzeug.test import Client
 
     from gateway import config
@@ -463,39 +465,50 @@ def profile(count):
             },
         )
 
-        # No thread: the worker's loop body, called until ``count`` more are delivered (bounded).
+        # The worker as it runs (its loop, its store thread), started for ``count`` more and stopped.
         settings = config.load(environ={})
-        worker = DeliveryWorker(store, settings.callbacks, settings.store.retain_s, ListenerPolicy.from_config(settings))
 
-        def deliver():
-            """How many were delivered: ``count``, a few more (a pass sends a claim's batch), or
-            the few fewer the run before left (an idle pass would wait for more, a second each)."""
+        def deliver(profiler=None):
+            """How many were delivered: ``count``, a few more (deliveries under way finish at the stop),
+            or the few fewer the run before left. ``profiler`` profiles the loop's thread."""
             before = store.counts().get("delivered", 0)
-            for _ in range(count):
-                worker._pass()
+            worker = DeliveryWorker(store, settings.callbacks, settings.store.retain_s, ListenerPolicy.from_config(settings))
+            worker.start()
+            on_loop = threading.Event()
+            if profiler:
+                while worker._loop is None:
+                    time.sleep(0.001)
+                worker._loop.call_soon_threadsafe(lambda: (profiler.enable(), on_loop.set()))
+                on_loop.wait()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
                 counts = store.counts()
                 delivered = counts.get("delivered", 0) - before
                 if delivered >= count or (delivered and not counts.get("pending") and not counts.get("claimed")):
-                    return delivered
-            raise SystemExit(f"in-process delivery incomplete: {counts}")
+                    break
+            else:
+                raise SystemExit(f"in-process delivery incomplete: {counts}")
+            if profiler:
+                on_loop.clear()
+                worker._loop.call_soon_threadsafe(lambda: (profiler.disable(), on_loop.set()))
+                on_loop.wait()
+            worker.stop(timeout=10)
+            return store.counts().get("delivered", 0) - before
 
         milliseconds, delivered = cpu_ms(deliver)
         deliver_ms = milliseconds / delivered
-        print(f"\ndelivery worker in-process: {deliver_ms:.2f} ms of CPU per callback alone in one thread")
-        profiler = cProfile.Profile(time.process_time)
-        _, delivered = cpu_ms(deliver, profiler)
+        print(f"\ndelivery worker in-process: {deliver_ms:.2f} ms of CPU per callback, all its threads")
+        profiler = cProfile.Profile(time.thread_time)
+        _, delivered = cpu_ms(functools.partial(deliver, profiler))
         print_profile(
             profiler,
             delivered,
-            "delivery worker",
+            "delivery worker's loop",
             focus={
-                "claim_due": ("gateway/store/", "claim_due"),
-                "expire_waiting": ("gateway/store/", "expire_waiting"),
                 "callback.to_envelope": ("gateway/translate/callback.py", "to_envelope"),
                 "POST to the listener": ("gateway/callbacks/delivery.py", "_post"),
-                "settle (outcomes recorded)": ("gateway/store/", "settle"),
-                "SQLite commit": ("~", "<method 'commit' of 'sqlite3.Connection' objects>"),
-                "logging": ("logging/__init__.py", "info"),
+                "the answer read": ("gateway/http1.py", "read"),
             },
         )
         store.close()

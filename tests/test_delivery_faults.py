@@ -97,8 +97,8 @@ def test_every_thread_outlives_a_failing_store_and_nothing_acknowledged_is_sent_
     # A timeout well past that delay: a loaded machine must not turn the slow
     # acknowledgement into a failed attempt, which is rightly sent again.
     delivery_settings = settings(timeout_s=5)
-    deliveries_before, sender_restarts, renewal_restarts = (
-        CALLBACKS_DELIVERED._value.get(), restarts("callback-delivery"), restarts("claim-renewal")
+    deliveries_before, store_restarts, renewal_restarts = (
+        CALLBACKS_DELIVERED._value.get(), restarts("delivery-store"), restarts("claim-renewal")
     )
 
     def logged(phrase):
@@ -109,20 +109,19 @@ def test_every_thread_outlives_a_failing_store_and_nothing_acknowledged_is_sent_
         add(store, "r-before")
         wait_until(lambda: store.counts()["claimed"] == 1, what="the claim")
         with WriteLock(store_path):
-            # The renewal of the claim in flight fails, the sender's record of its
-            # acknowledgement fails, every claim of the idle senders fails.
+            # The renewal of the claim in flight fails, the record of its acknowledgement
+            # fails, and so, every time, the claims and housekeeping after it.
             wait_until(lambda: listener.acknowledged(), what="the acknowledgement")
             wait_until(
-                lambda: restarts("claim-renewal") > renewal_restarts and restarts("callback-delivery") > sender_restarts + 3,
-                what="failures of both loops",
+                lambda: restarts("claim-renewal") > renewal_restarts and restarts("delivery-store") > store_restarts + 3,
+                what="failures of both store threads",
             )
             assert store.counts()["claimed"] == 1  # nothing could record it: still claimed
         listener.delay_s = 0
         add(store, "r-after")
         wait_until(lambda: store.counts()["delivered"] == 2, what="both delivered after the lock")
         assert all(thread.is_alive() for thread in worker._threads)
-        # Each failed thread says it recovered once its next step returns: a
-        # sender after its back-off (up to 2 s) and an idle wait (1 s).
+        # Each failed thread says it recovered once its next step returns: after its back-off (up to 2 s).
         wait_until(lambda: len(logged("recovered after")) >= len(logged("retrying with back-off")), what="every recovery")
         time.sleep(delivery_settings.callbacks.claim_lease_s / 10)  # a resend of r-before would show up here
     finally:
@@ -131,7 +130,7 @@ def test_every_thread_outlives_a_failing_store_and_nothing_acknowledged_is_sent_
     assert delivered_request_ids(listener) == ["r-before", "r-after"]
     assert CALLBACKS_DELIVERED._value.get() - deliveries_before == 2
     failures, recoveries = logged("retrying with back-off"), logged("recovered after")
-    # Once per outage and thread, not once per try (the senders failed dozens of times).
+    # Once per outage and thread, not once per try (the store thread failed dozens of times).
     assert 2 <= len(failures) <= 5 and all("database is locked" in line for line in failures), failures
     assert len(recoveries) == len(failures), (failures, recoveries)
 
@@ -183,7 +182,8 @@ def test_a_delivery_whose_claim_another_worker_took_is_not_counted_as_delivered(
     assert theirs.id == mine.id
     delivered_before = CALLBACKS_DELIVERED._value.get()
 
-    worker._record(Outcome(mine, 1, time.time(), None, 0.1))
+    worker._unrecorded.append(Outcome(mine, 1, time.time(), None, 0.1))  # as the loop queues it
+    worker._record_unrecorded()  # as the store thread records it
 
     assert CALLBACKS_DELIVERED._value.get() == delivered_before
     assert store.counts()["claimed"] == 1  # still theirs to settle
@@ -192,7 +192,7 @@ def test_a_delivery_whose_claim_another_worker_took_is_not_counted_as_delivered(
     assert not any("delivered" in line and "r-taken" in line for line in lines)
 
 
-def test_delivery_progress_stalls_while_every_sender_is_stuck_and_recovers(store, listener):
+def test_delivery_progress_stalls_while_every_delivery_under_way_is_stuck_and_recovers(store, listener):
     store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
     listener.delay_s = 1.0
     worker = running_worker(store, settings(delivery_stall_s=0.5, timeout_s=5))
@@ -217,9 +217,8 @@ def test_delivery_progress_stalls_while_every_sender_is_stuck_and_recovers(store
         worker.stop(timeout=5)
 
 
-def test_a_stop_wakes_every_idle_sender_at_once(store):
-    # One wake() wakes one idle sender (below); stop() must wake them all,
-    # or the others would sleep out their poll.
+def test_a_stop_ends_an_idle_worker_at_once(store):
+    # Its loop and store thread wait for a nudge: stop() must nudge both, or they would sleep out their poll.
     for _ in range(5):
         worker = running_worker(store, settings())
         started = time.monotonic()
@@ -237,22 +236,32 @@ class ClaimCountingStore(SqliteStore):
         return super().claim_due(*args, **kwargs)
 
 
-def test_a_stored_callback_wakes_one_idle_sender_not_every_one(store_path, listener, monkeypatch):
-    monkeypatch.setattr(delivery, "IDLE_POLL_S", 60.0)  # no sender looks on its own meanwhile
+def idle(worker):
+    """Wait until ``worker`` has nothing under way, nothing waiting to start and no claim asked
+    for, and will not claim again before its idle poll: what it does next, a wake-up starts."""
+    wait_until(
+        lambda: worker._claim_at > time.time()
+        and not (worker._claiming or worker._woken or worker._sending or worker._handed or worker._claimed or worker._unrecorded),
+        what="the worker idle",
+    )
+
+
+def test_a_stored_callback_costs_one_claim_for_it_and_one_that_finds_nothing_more(store_path, listener, monkeypatch):
+    monkeypatch.setattr(delivery, "IDLE_POLL_S", 60.0)  # the worker does not look on its own meanwhile
     store = ClaimCountingStore(store_path)
     store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
     worker = running_worker(store, settings())
     try:
-        # Every sender waiting, not just done with its first claim: one still on its
-        # way to the wait would see the entry due and claim it without a wake-up.
-        wait_until(lambda: worker._wakeups.waiting == delivery.SENDERS, what="every sender idle")
+        # Idle, not just done with its first claim: a claim still under way would see the
+        # entry due and claim it without a wake-up.
+        idle(worker)
         claims_before = store.claims
         add(store, "r-one")
         worker.wake()
         wait_until(lambda: store.counts()["delivered"] == 1, what="the delivery")
-        wait_until(lambda: worker._wakeups.waiting == delivery.SENDERS, what="every sender idle again")
-        # The woken sender's claim and its next (empty) one. Each of the SENDERS
-        # woken for it would have run a claim transaction of its own.
+        idle(worker)
+        # The wake-up's claim and the next (empty) one: several wake-ups while a claim
+        # is under way would add one claim, not one each (the senders' did).
         assert store.claims - claims_before == 2
     finally:
         worker.stop(timeout=5)
@@ -276,3 +285,45 @@ def test_a_listener_url_that_cannot_be_sent_fails_its_attempts_without_echoing_i
     lines = [record.getMessage() for record in caplog.records]
     assert any("r-unsendable" in line for line in lines)
     assert not [line for line in [*lines, dead.last_error] if "s3cret" in line]
+
+
+def deliveries_despite_a_fault(step, store, count, **callbacks):
+    """Run a worker whose ``step`` (a method) raises once where nothing should (a fault of the
+    gateway's own) until ``count`` callbacks are delivered; how often its loop's supervision counted a fault."""
+
+    def step_faulting_once(worker, *args):
+        if not worker.faulted:
+            worker.faulted = True
+            raise RuntimeError(f"a fault in {step}")
+        return getattr(DeliveryWorker, step)(worker, *args)
+
+    faulting_once = type("FaultingOnce", (DeliveryWorker,), {"faulted": False, step: step_faulting_once})
+    restarts_before = restarts("callback-delivery")
+    configured = settings(**callbacks)
+    worker = faulting_once(store, configured.callbacks, 3600, ListenerPolicy.from_config(configured)).start()
+    try:
+        wait_until(lambda: store.counts()["delivered"] == count, what=f"{count} delivered despite the fault")
+    finally:
+        worker.stop(timeout=5)
+    return restarts("callback-delivery") - restarts_before
+
+
+def test_an_exception_that_ends_the_loop_ends_no_delivery(store, listener, caplog):
+    store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
+    add(store, "r-after-the-fault")
+    # As it looks for what to claim, on the loop: the loop starts again.
+    assert deliveries_despite_a_fault("_ask_to_claim", store, 1) == 1
+    assert any("callback-delivery failed unexpectedly" in record.getMessage() for record in caplog.records)
+    assert delivered_request_ids(listener) == ["r-after-the-fault"]
+
+
+def test_an_exception_in_one_delivery_ends_neither_the_others_nor_it_for_good(store, listener, caplog):
+    store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
+    for n in range(3):
+        add(store, f"r-{n}", imei=f"99000086247185{n}")
+    # As the first delivery makes its listener's client; its claim lapses within a second.
+    assert deliveries_despite_a_fault("_listener_client", store, 3, claim_lease_s=1) == 1
+    [failed] = [record for record in caplog.records if "its delivery failed unexpectedly" in record.getMessage()]
+    assert failed.exc_info[0] is RuntimeError
+    assert sorted(delivered_request_ids(listener)) == ["r-0", "r-1", "r-2"]
+    assert len(listener.all()) == 3  # the failed one was never posted: posted once, when taken again

@@ -1,8 +1,8 @@
 """What a delivery worker stopped gracefully gives back: in process, a real SQLite file, a real
 listener on 127.0.0.1.
 
-The callbacks it holds but will not send (handed over and not taken by a
-sender, or left of a claimed batch when a sender stopped) go back to pending,
+The callbacks it holds but will not send (handed over or claimed, and not
+started) go back to pending,
 due at once, so another process, or this one restarted, delivers them without
 waiting out their lease. What the listener may have acknowledged (an outcome
 not yet recorded, a POST still under way) stays claimed: its lease lapses as
@@ -11,16 +11,18 @@ worker within the tests' waits is one that did not wait for them.
 """
 
 import logging
+import time
 
 import pytest
 
+from gateway.callbacks import delivery
 from gateway.callbacks.delivery import DeliveryWorker
 from gateway.callbacks.policy import ListenerPolicy
 from gateway.exceptions import StoreUnavailable
 from gateway.store import SqliteStore
 from tests.test_callbacks import ACCOUNT
-from tests.test_delivery_faults import WriteLock, add, delivered_request_ids, running_worker, settings, wait_until
-from tests.test_hand_off import SERVICE, idle, post, receiver_of
+from tests.test_delivery_faults import WriteLock, delivered_request_ids, idle, running_worker, settings, wait_until
+from tests.test_hand_off import SERVICE, post, receiver_of
 
 LEASE_S = 3600
 
@@ -40,7 +42,7 @@ def store(store_path, listener):
 
 
 def held_worker(store):
-    """A worker whose senders are never started: what it is handed waits."""
+    """A worker never started: what it is handed waits."""
     held = settings(claim_lease_s=LEASE_S)
     return DeliveryWorker(store, held.callbacks, 3600, ListenerPolicy.from_config(held))
 
@@ -69,35 +71,57 @@ def test_callbacks_handed_over_that_no_sender_took_are_given_back_at_stop_and_de
     assert sorted(delivered_request_ids(listener)) == ["r-0", "r-1", "r-2"]
 
 
-def test_the_rest_of_a_claimed_batch_a_sender_stops_before_is_given_back_at_stop(store, listener):
-    for n in range(3):
-        add(store, f"r-{n}", imei=f"99000086247185{n}")
-    listener.delay_s = 1.0  # the first POST is under way when the worker is told to stop
+def test_callbacks_waiting_for_room_at_stop_are_given_back_and_those_under_way_finish(store, listener, monkeypatch):
+    monkeypatch.setattr(delivery, "SLOW_POST_S", 30.0)  # handed over however long the listener takes
+    listener.delay_s = 1.0  # every delivery is under way when the worker is told to stop
     worker = running_worker(store, settings(claim_lease_s=LEASE_S, timeout_s=10))
-    wait_until(lambda: worker._posting, what="the first POST under way")
-    assert store.counts()["claimed"] == 3  # one sender claimed the three together
+    idle(worker)
+    receiver = receiver_of(store, worker)
+    for n in range(delivery.IN_FLIGHT + 3):
+        assert post(receiver, f"r-{n}") == "stored"
+    assert len(worker._sending) == delivery.IN_FLIGHT and len(worker._handed) == 3
 
-    worker.stop(timeout=10)  # the sender finishes its POST, then sends no more
+    worker.stop(timeout=10)  # the POSTs under way finish, nothing more starts
 
-    assert store.counts() == {"pending": 2, "claimed": 0, "delivered": 1, "dead": 0}
+    assert store.counts() == {"pending": 3, "claimed": 0, "delivered": delivery.IN_FLIGHT, "dead": 0}
     listener.delay_s = 0
-    delivered_by_another_worker(store, 3)
-    assert sorted(delivered_request_ids(listener)) == ["r-0", "r-1", "r-2"]
+    delivered_by_another_worker(store, delivery.IN_FLIGHT + 3)
+    assert sorted(delivered_request_ids(listener)) == sorted(f"r-{n}" for n in range(delivery.IN_FLIGHT + 3))
 
 
-def test_a_callback_whose_acknowledgement_is_not_recorded_yet_is_not_given_back(store, store_path, listener):
-    stopped = held_worker(store)
-    post(receiver_of(store, stopped), "r-acknowledged")
-    handed = stopped._wakeups.take()  # a sender's step, played here: it takes the entry and sends it
-    with WriteLock(store_path), pytest.raises(StoreUnavailable):
-        stopped._send([handed], handed.received_at)  # acknowledged; recording that fails
-    assert delivered_request_ids(listener) == ["r-acknowledged"]
+class RecordsNothing(SqliteStore):
+    """The real store, whose outcome writes all fail while ``failing``, as when the store is down,
+    while its other writes (the claims given back) go through."""
 
-    stopped.stop(timeout=5)  # the store answers again
+    failing = True
 
-    # Given back, it would be sent again: it stays claimed until its lease lapses.
-    assert store.counts() == {"pending": 0, "claimed": 1, "delivered": 0, "dead": 0}
-    assert store.claim_due("another-worker", handed.received_at + LEASE_S - 1, lease_s=10, limit=10) == []
+    def outbox_batch_writer(self, wait_s, what):
+        write_all = super().outbox_batch_writer(wait_s, what)
+
+        def write(rows):
+            if self.failing:
+                return [StoreUnavailable(f"{what} not written: the store is down")] * len(rows)
+            return write_all(rows)
+
+        return write
+
+
+def test_a_callback_whose_acknowledgement_is_not_recorded_yet_is_not_given_back(store_path, listener):
+    store = RecordsNothing(store_path)
+    store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
+    worker = running_worker(store, settings(claim_lease_s=LEASE_S))
+    try:
+        idle(worker)
+        post(receiver_of(store, worker), "r-acknowledged")
+        wait_until(lambda: delivered_request_ids(listener) == ["r-acknowledged"], what="the acknowledgement")
+
+        worker.stop(timeout=5)  # its record fails to the end
+
+        # Given back, it would be sent again: it stays claimed until its lease lapses.
+        assert store.counts() == {"pending": 0, "claimed": 1, "delivered": 0, "dead": 0}
+        assert store.claim_due("another-worker", time.time() + LEASE_S - 10, lease_s=10, limit=10) == []
+    finally:
+        store.close()
 
 
 def test_a_callback_whose_post_outlives_the_stop_is_not_given_back_and_is_recorded_once_answered(store, listener):

@@ -1,13 +1,14 @@
-"""Callbacks the receiver hands straight to its process's senders: in process, a real SQLite
-file, a real listener on 127.0.0.1.
+"""Callbacks the receiver hands straight to its process's delivery worker: in process, a real
+SQLite file, a real listener on 127.0.0.1.
 
 A callback whose listener has nothing older due is stored already claimed by
-the process's delivery worker and handed to a sender: no claim transaction
-for it. What senders cannot take soon (too many waiting already, or one held
-by a slow listener), and what waits behind older entries, is stored for any
-worker to claim, as before; a callback that finds enough entries waiting first
-waits a little for a sender to take one; and a handed entry whose worker
-dies before sending it is taken by another once its lease lapses.
+the process's delivery worker and handed to its loop: no claim transaction
+for it. What the loop cannot take soon (too many waiting already, or a
+delivery held by a slow listener), and what waits behind older entries, is
+stored for any worker to claim, as before; a callback that finds enough
+entries waiting first waits a little for the loop to take one (never, when
+told not to wait); and a handed entry whose worker dies before sending it is
+taken by another once its lease lapses.
 """
 
 import json
@@ -22,7 +23,15 @@ from gateway.callbacks.policy import ListenerPolicy
 from gateway.callbacks.receiver import CallbackReceiver
 from tests.conftest import Listener
 from tests.test_callbacks import ACCOUNT, THINGSPACE_PASSWORD, THINGSPACE_USER, rest_callback
-from tests.test_delivery_faults import ClaimCountingStore, WriteLock, delivered_request_ids, running_worker, settings, wait_until
+from tests.test_delivery_faults import (
+    ClaimCountingStore,
+    WriteLock,
+    delivered_request_ids,
+    idle,
+    running_worker,
+    settings,
+    wait_until,
+)
 
 SERVICE = "StateService"
 
@@ -46,12 +55,8 @@ def receiver_of(store, worker):
     return CallbackReceiver(store, lambda: (THINGSPACE_USER, THINGSPACE_PASSWORD), delivery=worker)
 
 
-def idle(worker):
-    wait_until(lambda: worker._wakeups.waiting == delivery.SENDERS, what="every sender idle")
-
-
-def test_callbacks_received_while_the_senders_are_idle_are_delivered_without_a_claim(store, listener, monkeypatch):
-    monkeypatch.setattr(delivery, "IDLE_POLL_S", 60.0)  # no sender claims on its own meanwhile
+def test_callbacks_received_while_the_worker_is_idle_are_delivered_without_a_claim(store, listener, monkeypatch):
+    monkeypatch.setattr(delivery, "IDLE_POLL_S", 60.0)  # the worker does not claim on its own meanwhile
     worker = running_worker(store, settings())
     receiver = receiver_of(store, worker)
     try:
@@ -103,7 +108,7 @@ def test_a_callback_handed_to_a_worker_that_dies_before_sending_it_is_taken_by_a
     assert delivered_request_ids(listener) == ["r-orphan"]
 
 
-def test_entries_handed_over_together_go_to_several_senders_not_one_behind_a_slow_listener(store, listener):
+def test_entries_handed_over_together_are_delivered_together_not_one_behind_a_slow_listener(store, listener):
     listener.delay_s = 3.0  # the first entry's listener: slow, though not past SLOW_POST_S when the second is posted
     fast = Listener()
     store.put_registration("0000123456-00002", SERVICE, fast.url, "legacy", "pw")
@@ -112,7 +117,7 @@ def test_entries_handed_over_together_go_to_several_senders_not_one_behind_a_slo
     try:
         assert post(receiver, "r-slow") == "stored"
         assert post(receiver, "r-fast", account="0000123456-00002") == "stored"
-        assert worker._wakeups.handed == 2  # both wait for a sender when the senders start
+        assert len(worker._handed) == 2  # both wait for the loop to start
         worker.start()
         fast.wait_for(1)
         assert listener.acknowledged() == []  # the slow listener has not answered yet
@@ -121,13 +126,17 @@ def test_entries_handed_over_together_go_to_several_senders_not_one_behind_a_slo
         fast.close()
 
 
-def test_callbacks_past_what_the_senders_can_take_soon_are_stored_for_any_worker_to_claim(store):
-    stalled = delivery.DeliveryWorker(store, settings().callbacks, 3600, None)  # no sender takes what it is handed
+def test_callbacks_past_what_the_worker_can_take_soon_are_stored_for_any_worker_to_claim(store):
+    stalled = delivery.DeliveryWorker(store, settings().callbacks, 3600, None)  # not started: nothing takes what it is handed
     receiver = receiver_of(store, stalled)
     for n in range(delivery.HANDED_MAX + 3):
         assert post(receiver, f"r-{n}") == "stored"
     assert store.counts() == {"pending": 3, "claimed": delivery.HANDED_MAX, "delivered": 0, "dead": 0}
-    assert stalled._wakeups.handed == delivery.HANDED_MAX
+    assert len(stalled._handed) == delivery.HANDED_MAX
+    # A receiver that must not wait (on an event loop) is told at once to store it for any worker.
+    started = time.monotonic()
+    assert stalled.hand_off_claim(time.time(), wait_s=0) == (None, None)
+    assert time.monotonic() - started < delivery.HAND_OFF_WAIT_S
 
 
 def posted_in_thread(receiver, request_id):
@@ -138,20 +147,30 @@ def posted_in_thread(receiver, request_id):
     return thread
 
 
-def test_a_callback_finding_the_senders_behind_waits_for_one_to_take_an_entry_and_is_handed_over(store, monkeypatch):
+def test_a_callback_finding_the_worker_behind_waits_for_it_to_take_an_entry_and_is_handed_over(store, listener, monkeypatch):
     monkeypatch.setattr(delivery, "HAND_OFF_WAIT_S", 30.0)
-    behind = delivery.DeliveryWorker(store, settings().callbacks, 3600, None)  # no sender runs: one is played below
+    monkeypatch.setattr(delivery, "SLOW_POST_S", 30.0)  # the listener is slow, but not that slow
+    monkeypatch.setattr(delivery, "IDLE_POLL_S", 60.0)  # no claim on its own meanwhile
+    listener.delay_s = 3.0  # every delivery under way waits for it
+    behind = running_worker(store, settings(timeout_s=10))
     receiver = receiver_of(store, behind)
-    for n in range(delivery.HANDED_MAX):
-        post(receiver, f"r-{n}")
-    late = posted_in_thread(receiver, "r-late")
-    time.sleep(0.3)
-    assert store.counts() == {"pending": 0, "claimed": delivery.HANDED_MAX, "delivered": 0, "dead": 0}  # still waiting
-    assert behind._wakeups.take().request_id == "r-0"  # a sender takes the oldest
-    late.join(timeout=10)
-    assert late.answers == ["stored"]
-    assert store.counts() == {"pending": 0, "claimed": delivery.HANDED_MAX + 1, "delivered": 0, "dead": 0}
-    assert behind._wakeups.handed == delivery.HANDED_MAX
+    idle(behind)
+    claims_before = store.claims
+    try:
+        for n in range(delivery.IN_FLIGHT + delivery.HANDED_MAX):
+            post(receiver, f"r-{n}")
+        late = posted_in_thread(receiver, "r-late")
+        time.sleep(0.3)
+        assert late.answers == []  # still waiting
+        assert len(behind._handed) == delivery.HANDED_MAX and len(behind._sending) == delivery.IN_FLIGHT
+        late.join(timeout=10)  # the first answers free a delivery's place: the loop takes the oldest handed over
+        assert late.answers == ["stored"]
+        wait_until(lambda: store.counts()["delivered"] == delivery.IN_FLIGHT + delivery.HANDED_MAX + 1, timeout_s=20,
+                   what="every delivery")
+        assert store.claims == claims_before  # none: every one was handed over
+    finally:
+        behind.stop(timeout=5)
+    assert "r-late" in delivered_request_ids(listener)
 
 
 class KeepsWhatWasStored(delivery.DeliveryWorker):
@@ -166,7 +185,7 @@ class KeepsWhatWasStored(delivery.DeliveryWorker):
         super().stored(result)
 
 
-def test_a_callback_waiting_for_the_senders_when_the_worker_stops_is_stored_for_any_worker_to_claim(store, monkeypatch):
+def test_a_callback_waiting_for_room_when_the_worker_stops_is_stored_for_any_worker_to_claim(store, monkeypatch):
     monkeypatch.setattr(delivery, "HAND_OFF_WAIT_S", 30.0)
     behind = KeepsWhatWasStored(store, settings().callbacks, 3600, None)
     receiver = receiver_of(store, behind)
@@ -182,8 +201,8 @@ def test_a_callback_waiting_for_the_senders_when_the_worker_stops_is_stored_for_
     assert store.counts() == {"pending": delivery.HANDED_MAX + 1, "claimed": 0, "delivered": 0, "dead": 0}
 
 
-def test_callbacks_arriving_while_a_listener_holds_a_sender_are_stored_for_any_worker_to_claim(store, listener, monkeypatch):
-    monkeypatch.setattr(delivery, "IDLE_POLL_S", 60.0)  # no sender claims on its own meanwhile
+def test_callbacks_arriving_while_a_listener_holds_a_delivery_are_stored_for_any_worker_to_claim(store, listener, monkeypatch):
+    monkeypatch.setattr(delivery, "IDLE_POLL_S", 60.0)  # the worker does not claim on its own meanwhile
     listener.delay_s = 2 * delivery.SLOW_POST_S
     worker = running_worker(store, settings(timeout_s=10))
     receiver = receiver_of(store, worker)

@@ -5,12 +5,12 @@ import threading
 
 import pytest
 
-from gateway.callbacks.delivery import SENDERS
+from gateway.callbacks.delivery import IN_FLIGHT
 from gateway.metrics import CALLBACKS_RETRIED
 from tests.test_callbacks import ACCOUNT
 from tests.test_delivery_faults import SERVICE, add, running_worker, settings, store, store_path, wait_until  # noqa: F401
 
-CALLBACKS = 3 * SENDERS
+CALLBACKS = 12
 
 
 class KeepAliveListener:
@@ -87,5 +87,21 @@ def test_each_callback_is_posted_once_over_a_kept_alive_connection_or_a_fresh_on
     assert CALLBACKS_RETRIED._value.get() == retried_before, "no attempt failed on a connection the listener closed"
     if listener.closes_when_idle:
         assert len(set(listener.ports)) == CALLBACKS
-    else:  # one connection per sending thread at most, kept alive
-        assert len(set(listener.ports)) <= SENDERS
+    else:  # one at a time: one connection, kept alive
+        assert len(set(listener.ports)) == 1
+
+
+def test_deliveries_under_way_together_each_have_a_connection_kept_alive_for_the_next(store):
+    listener = KeepAliveListener()
+    store.put_registration(ACCOUNT, SERVICE, listener.url, "legacy", "pw")
+    count = 4 * IN_FLIGHT
+    for n in range(count):
+        add(store, f"r-{n}", imei=f"9900008624{n:05d}")
+    worker = running_worker(store, settings())
+    try:
+        wait_until(lambda: store.counts()["delivered"] == count, what="every callback delivered")
+    finally:
+        worker.stop(timeout=10)
+        listener.close()
+    assert listener.posts() == count
+    assert 1 < len(set(listener.ports)) <= IN_FLIGHT  # concurrent, and each connection used again

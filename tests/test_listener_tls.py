@@ -1,6 +1,8 @@
-"""Legacy listeners on TLS from a private CA: [callbacks] ca_bundle, client_cert and client_key.
+"""Legacy listeners on TLS from a private CA: [callbacks] ca_bundle, client_cert and client_key;
+and reached through the environment's proxy.
 
-In process: the real delivery worker, a real SQLite file, a real https:// listener on 127.0.0.1.
+In process: the real delivery worker, a real SQLite file, a real https:// listener on 127.0.0.1,
+a real CONNECT and forwarding proxy.
 """
 
 import logging
@@ -10,7 +12,7 @@ import pytest
 
 from gateway import cli
 from tests.certificates import Authority
-from tests.conftest import Listener
+from tests.conftest import Listener, free_port
 from tests.test_delivery_faults import (
     ACCOUNT,
     SERVICE,
@@ -22,6 +24,7 @@ from tests.test_delivery_faults import (
     store_path,  # noqa: F401  (fixture)
     wait_until,
 )
+from tests.test_upstream_transport import Proxy, environment  # noqa: F401  (environment: a fixture)
 
 
 @pytest.fixture
@@ -97,3 +100,53 @@ def test_a_listener_requiring_client_certificates_accepts_only_the_right_one(sto
     else:
         assert delivered == [] and listener.all() == []
         assert len(dead) == 1 and dead[0].startswith(("TLS with the listener failed", "listener unreachable")), dead
+
+
+def test_an_https_listener_is_reached_through_the_environments_proxy_in_a_connect_tunnel(store, private_ca, environment):
+    listener, proxy = tls_listener(private_ca), Proxy()
+    environment.setenv("HTTPS_PROXY", proxy.url)
+    try:
+        delivered, dead = deliver_once(store, listener, ca_bundle=private_ca.certificate_file)
+    finally:
+        listener.close()
+        proxy.close()
+    assert delivered == ["r-tls"] and dead == []
+    port = listener.url.split(":")[2].split("/")[0]
+    assert proxy.request_lines == [f"CONNECT 127.0.0.1:{port} HTTP/1.1"]
+
+
+def test_a_listener_on_a_private_ca_is_refused_through_the_tunnel_too(store, private_ca, environment):
+    listener, proxy = tls_listener(private_ca), Proxy()
+    environment.setenv("HTTPS_PROXY", proxy.url)
+    try:
+        delivered, dead = deliver_once(store, listener)
+    finally:
+        listener.close()
+        proxy.close()
+    assert delivered == [] and listener.all() == []
+    assert dead == ["TLS with the listener failed: certificate verify failed: unable to get local issuer certificate"]
+
+
+@pytest.mark.parametrize("no_proxy", [False, True], ids=["forwarded", "no_proxy"])
+def test_an_http_listener_is_forwarded_by_the_environments_proxy_unless_no_proxy_names_it(store, environment, no_proxy):
+    listener, proxy = Listener(), Proxy()
+    environment.setenv("HTTP_PROXY", proxy.url)
+    if no_proxy:
+        environment.setenv("NO_PROXY", "127.0.0.1")
+    try:
+        delivered, dead = deliver_once(store, listener)
+    finally:
+        listener.close()
+        proxy.close()
+    assert delivered == ["r-tls"] and dead == []
+    assert proxy.request_lines == ([] if no_proxy else [f"POST {listener.url} HTTP/1.1"])
+
+
+def test_a_proxy_that_cannot_be_reached_fails_the_attempt_as_an_unreachable_listener(store, private_ca, environment):
+    listener = tls_listener(private_ca)
+    environment.setenv("HTTPS_PROXY", f"http://127.0.0.1:{free_port()}")
+    try:
+        delivered, dead = deliver_once(store, listener, ca_bundle=private_ca.certificate_file)
+    finally:
+        listener.close()
+    assert delivered == [] and dead == ["listener unreachable (ConnectionError)"]

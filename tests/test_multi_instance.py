@@ -141,13 +141,16 @@ def test_the_callbacks_an_instance_stopped_gracefully_held_unsent_are_delivered_
     tmp_path, simulator, listener, postgres_url
 ):
     simulator.reset()
-    listener.status, listener.delay_s = 503, DELIVERY_TIMEOUT_S * 3  # stalling, as in the kill test
+    # Stalling, as in the kill test, each POST long enough that none ends before the stop:
+    # what is posted past the deliveries under way waits, handed over.
+    timeout_s = 2.0
+    listener.status, listener.delay_s = 503, timeout_s * 3
     # A lease the test cannot wait out: what the other delivers, it was given back.
-    stopping = instance(tmp_path, "stopping", simulator, postgres_url, DELIVERY_TIMEOUT_S, callbacks_claim_lease_s=3600)
+    stopping = instance(tmp_path, "stopping", simulator, postgres_url, timeout_s, callbacks_claim_lease_s=3600)
     stopping.start()
     survivor = instance(tmp_path, "survivor", simulator, postgres_url, DELIVERY_TIMEOUT_S, callbacks_claim_lease_s=3600)
     observer = PostgresStore(postgres_url)
-    count = 30  # more than its senders can try before the stop: some wait, handed over or claimed
+    count = 30  # more than it delivers at once (IN_FLIGHT): some wait, handed over
     try:
         register(stopping, listener.url)
         post_callbacks(stopping, observer, [f"r-stop-{n}" for n in range(count)], "9900000000020")

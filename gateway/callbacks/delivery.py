@@ -1,32 +1,48 @@
 """The delivery worker: stored callbacks to legacy listeners, as SOAP, until acknowledged.
 
-Each gateway process runs one, with a few sending threads. The workers of
-several processes share the store: an entry is claimed (with a lease) before
-it is sent, so one worker sends it at a time. A live worker renews its leases
-four times a lease; the claims of a worker that died lapse within the lease
-(``[callbacks] claim_lease_s``) and are taken again. A callback this process
-receives while its listener has nothing older due is stored already claimed
-by this process's worker and handed to a sender: no claim transaction for it.
-A worker stopped gracefully gives back, due at once, what it holds but will
-not send (handed over and not taken, or left of a claimed batch), for the
-other processes or this one restarted; what a listener may have acknowledged
-(a POST under way, an outcome not yet recorded) stays held, as does all that
-a killed process held: their leases lapse. A listener acknowledges with 2xx;
-anything else (an envelope that cannot be built included) is retried with
-exponential back-off until ``max_attempts``, then the entry is dead
-(``m2m-gateway callbacks dead`` lists them, ``retry`` re-drives them).
+Each gateway process runs one. Its deliveries run on one asyncio event loop
+thread, up to IN_FLIGHT at once, each over a kept-alive connection of its
+own to its listener (``outbound.KeptAliveOnLoop``): a callback passes
+through no thread of its own, where it used to cost a dozen hand-offs
+between sending threads (the GIL's, and the context switches with them).
+The store is never called on the loop (its calls block: SQLite's busy
+waits, PostgreSQL over the network). One store thread records the
+outcomes the loop queued, all those queued together in one transaction
+(shared with the callbacks the receiver commits meanwhile: the store's
+group commit), keeps house, and claims for the loop when it has room; a
+renewal thread renews the leases. Every thread, the loop's included, runs
+supervised (``gateway.supervise``): no exception ends delivery.
 
-Every loop runs supervised (``gateway.supervise``): a store that fails stops
-nothing, it is retried until it answers again. An outcome the store could not
-record is kept here and recorded first when it answers again, so a callback a
-listener acknowledged during an outage is not sent twice.
+The workers of several processes share the store: an entry is claimed
+(with a lease) before it is sent, so one worker sends it at a time. A live
+worker renews its leases RENEWALS_PER_LEASE times a lease; the claims of a
+worker that died lapse within the lease (``[callbacks] claim_lease_s``) and
+are taken again. A callback this process receives while its listener has
+nothing older due is stored already claimed by this process's worker and
+handed to the loop: no claim transaction for it. A worker stopped gracefully
+lets the POSTs under way finish, then gives back, due at once, what it holds
+but will not send (handed over and not started, or claimed and not
+started), for the other processes or this one restarted; what a listener
+may have acknowledged (a POST under way, an outcome not yet recorded) stays
+held, as does all that a killed process held: their leases lapse. A
+listener acknowledges with 2xx; anything else (an envelope that cannot be
+built included) is retried with exponential back-off until
+``max_attempts``, then the entry is dead (``m2m-gateway callbacks dead``
+lists them, ``retry`` re-drives them).
+
+A store that fails stops nothing, it is retried until it answers again. An
+outcome the store could not record is kept and recorded first when it
+answers again, and nothing is claimed meanwhile, so a callback a listener
+acknowledged during an outage is not sent twice.
 
 Delivery is at least once: a process killed after the listener answered 2xx
 but before that was recorded sends the callback again after restart.
 """
 
+import asyncio
 import collections
-import functools
+import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -47,41 +63,49 @@ from gateway.exceptions import (
     ProxyUnusable,
     StoreUnavailable,
 )
-from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED, DELIVERY_PASS_COMPLETED
+from gateway.metrics import CALLBACKS_DEAD, CALLBACKS_DELIVERED, CALLBACKS_RETRIED, DELIVERY_PASS_COMPLETED, WORKER_RESTARTS
 from gateway.store.records import Delivery, Settlement
 from gateway.supervise import supervised_thread
 from gateway.translate import callback
 
 log = logging.getLogger(__name__)
 
+# The most entries one claim takes.
 BATCH = 10
-# Entries handed over by the receiver that may wait for a sender: past
+# Entries handed over by the receiver that may wait for the loop: past
 # this, callbacks are stored for any process to claim.
 HANDED_MAX = BATCH
-# How long a receiver that finds HANDED_MAX entries waiting waits for a sender
+# How long a receiver that finds HANDED_MAX entries waiting waits for the loop
 # to take one. Stored for any worker to claim instead, its callback would wait
 # behind claims, each a transaction dearer than a hand-off: a process behind
 # with its deliveries fell further behind, and a burst ran on claims to its
-# end. Waiting slows the poster down to what the senders deliver. A request
+# end. Waiting slows the poster down to what the worker delivers. A request
 # thread waits at most this long; a slow listener stops the waiting at once.
 HAND_OFF_WAIT_S = 0.05
 # A POST under way this long means a slow listener: no more entries are
 # handed over to wait behind it, they are stored for any process to claim.
 SLOW_POST_S = 1.0
-# Threads sending at once in each process: a slow listener holds one, not all.
-SENDERS = 4
+# Deliveries under way at once in each process: a slow listener holds one, not all.
+# With 4, the loop waited for the listeners' answers most of the time (a p50
+# latency of 260 ms in bench.callback_bridge); 16 keep it at work.
+IN_FLIGHT = 16
 # A lease ([callbacks] claim_lease_s) is renewed this many times while it
-# runs; a sender starts a POST only while its lease was renewed within the
+# runs; a delivery starts only while its lease was renewed within the
 # last half of it, so one renewal may fail or be late without stopping it.
 RENEWALS_PER_LEASE = 4
 # How often a process expires and purges old entries: each is a write
-# transaction, too dear for every pass of the delivery loop.
+# transaction, too dear for every claim.
 HOUSEKEEPING_S = 60.0
 # How often an idle worker looks for work other processes stored.
 IDLE_POLL_S = 1.0
+# The most outcomes recorded in one transaction: a long transaction holds
+# the write lock from other processes for as long.
+RECORDED_TOGETHER = 64
+# Listener origins whose connections are kept: the least recently used beyond are closed.
+LISTENERS_KEPT = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # each attempt is itself: recorded ones are taken out by identity
 class Outcome:
     """One attempt at one claimed entry: ``problem`` is None when the listener acknowledged it."""
 
@@ -98,206 +122,238 @@ class DeliveryWorker:
         self._settings = settings
         self._retain_s = retain_s
         self._policy = policy
-        self._housekeeping_lock = threading.Lock()
         self._next_housekeeping = 0.0
         self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._wakeups = _Wakeups(SENDERS)
-        self._stopping = threading.Event()
-        # One client per listener origin, a connection per sending thread kept alive between deliveries.
-        self._listener = functools.lru_cache(maxsize=64)(self._listener_client)
-        # Outcomes the store could not record yet, oldest first: recorded before anything is claimed.
-        self._unrecorded = collections.deque()
-        self._recording = threading.Lock()
-        # The senders' outcomes recorded together, and with the callbacks received
-        # meanwhile: one transaction for all of them. Waiting up to a lease:
-        # meanwhile the claims stay renewed.
         self._lease_s = settings.claim_lease_s
-        self._write_outcome = store.outbox_writer(self._lease_s, "the delivery outcome")
+        # Outcomes recorded together, and with the callbacks received meanwhile:
+        # one transaction for all of them. Waiting up to a lease: meanwhile the
+        # claims stay renewed.
+        self._write_outcomes = store.outbox_batch_writer(self._lease_s, "the delivery outcomes")
+        # A delivery that hangs must not hold its claim for ever: past this, it lapses.
+        self._max_hold_s = settings.timeout_s * (BATCH + 1) + self._lease_s
+        self._stopping = threading.Event()
+        self._loop_ended = threading.Event()  # the loop's thread is done, at a stop
+        self._store_done = threading.Event()  # the store thread is done, at a stop
+        self._threads = []
+        self._pass_completed_at = time.time()
         # The entries this worker is sending or has yet to record, and since when: the leases it renews.
         self._held = {}
-        # A sender that hangs must not hold its claims for ever: past this, they lapse.
-        self._max_hold_s = settings.timeout_s * (BATCH + 1) + self._lease_s
         self._held_lock = threading.Lock()
         self._renewed_at = 0.0
-        self._pass_completed_at = time.time()
-        self._threads = []
-        self._sender = _SenderState()
-        # Sender thread -> when its POST under way began.
+        # Entries handed over by the receiver, not yet taken by the loop; receivers wait on
+        # ``_room`` for it to take one.
+        self._handed = collections.deque()
+        self._room = threading.Condition()
+        # What the store thread is to do: record ``_unrecorded`` (outcomes, oldest first),
+        # claim up to ``_claim_limit`` for the loop (0: none asked for).
+        self._store_work = threading.Condition()
+        self._unrecorded = collections.deque()
+        self._claim_limit = 0
+        self._woken = False  # a callback was stored for any worker: claim at once
+        # Entry id -> when its POST under way began.
         self._posting = {}
-        # Sender thread -> the ids of the entries it is sending: never given back at stop while it runs.
-        self._sending = {}
+        # The ids of the entries the loop is delivering: never given back at stop while it runs.
+        self._sending = set()
+        # The loop's own, touched on its thread only: what was claimed and not started yet
+        # (delivery, claimed at), whether a claim is asked for, when to claim next unless woken.
+        self._claimed = collections.deque()
+        self._claiming = False
+        self._claim_at = 0.0
+        self._loop = None
+        self._nudged = None
 
     def start(self):
         self._threads = [
-            supervised_thread(f"callback-delivery-{n}", self._pass, self._stopping) for n in range(SENDERS)
+            supervised_thread("callback-delivery", self._run_loop, self._stopping),
+            supervised_thread("delivery-store", self._keep_store, self._store_done),
+            supervised_thread("claim-renewal", self._renew_claims, self._stopping),
         ]
-        self._threads.append(supervised_thread("claim-renewal", self._renew_claims, self._stopping))
         return self
 
     def stop(self, timeout=None):
-        """Stop the senders, letting each finish the POST under way (waiting up to ``timeout``
-        for each thread), then give back the callbacks this worker holds unsent."""
+        """Let the POSTs under way finish and their outcomes be recorded (waiting up to
+        ``timeout`` in all), then give back the callbacks this worker holds unsent."""
         self._stopping.set()
-        self._wakeups.close()
+        self._nudge()
+        with self._room:
+            self._room.notify_all()
+        with self._store_work:
+            self._store_work.notify_all()
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         self._give_back_unsent()
 
     def wake(self):
-        """A callback was stored: one sender looks now rather than at the next poll."""
-        self._wakeups.wake()
+        """A callback was stored for any worker: claim now rather than at the next poll."""
+        self._woken = True
+        self._nudge()
 
-    def hand_off_claim(self, now):
+    def hand_off_claim(self, now, wait_s=None):
         """(worker, until): what a callback received at ``now`` is stored claimed by,
-        to be handed to this worker by ``stored``; (None, None) while a sender is held
-        by a slow listener, or enough wait still after HAND_OFF_WAIT_S: then any worker
-        claims it.
+        to be handed to this worker by ``stored``; (None, None) while a delivery is held
+        by a slow listener, or enough wait still after ``wait_s`` (None: HAND_OFF_WAIT_S):
+        then any worker claims it. With ``wait_s`` 0 it never waits (a receiver on an
+        event loop).
         """
-        if self._stopping.is_set() or self._slow_post() or not self._wakeups.room(HANDED_MAX, HAND_OFF_WAIT_S):
+        if self._stopping.is_set() or self._slow_post():
+            return None, None
+        if wait_s is None:
+            wait_s = HAND_OFF_WAIT_S
+        with self._room:
+            if not self._room.wait_for(lambda: len(self._handed) < HANDED_MAX or self._stopping.is_set(), wait_s):
+                return None, None
+        if self._stopping.is_set():
             return None, None
         return self._id, now + self._lease_s
 
-    def _slow_post(self):
-        since = time.monotonic() - SLOW_POST_S
-        return any(started < since for started in list(self._posting.values()))
-
     def stored(self, result):
         """The receiver stored a callback: ``result`` is its Delivery if the store claimed it
-        for this worker (see ``hand_off_claim``), to send; else a sender looks for it."""
+        for this worker (see ``hand_off_claim``), to send; else the worker claims it.
+        Thread-safe, and never waits."""
         if isinstance(result, Delivery):
             self._hold({result.id}, result.received_at)  # renewed from now on, as a claim is
-            self._wakeups.hand(result)
+            self._handed.append(result)
+            self._nudge()
         else:
-            self._wakeups.wake()
+            self.wake()
 
     def check_progress(self):
         """Raise DeliveryStalled when no delivery pass completed within ``delivery_stall_s``.
 
-        An idle worker completes a pass every second or so; only every sending
-        thread stuck (or the store failing every pass) stalls it.
+        A pass completes with each delivery and each claim; an idle worker
+        claims every second or so. Only every delivery under way stuck (or
+        the store failing every claim, or the loop failing) stalls it.
         """
         idle_s = time.time() - self._pass_completed_at
         if idle_s > self._settings.delivery_stall_s:
             raise DeliveryStalled(f"no delivery pass completed for {idle_s:.0f} s")
 
-    # -- the loops -----------------------------------------------------------------
+    def _slow_post(self):
+        since = time.monotonic() - SLOW_POST_S
+        return any(started < since for started in list(self._posting.values()))
 
-    def _pass(self):
-        """Record what waits to be recorded, keep house; send what the receiver handed over,
-        or, once woken for a stored callback or at the time the last claim said, claim and send what is due."""
-        self._record_unrecorded()
-        now = time.time()
-        self._housekeeping(now)
-        handed = self._wakeups.take()
-        if handed is not None:  # claimed as it was stored
-            outcomes = self._send([handed], handed.received_at)
-            if any(outcome.problem is not None for outcome in outcomes):
-                self._sender.claim_at = 0.0  # its retry is due some time: the next claim says when
-        elif now >= self._sender.claim_at or self._wakeups.wait(self._sender.claim_at - now):
-            self._claim_and_send(time.time())  # after the wait: what was stored meanwhile is due too
+    def _pass_completed(self):
         self._pass_completed_at = time.time()
         DELIVERY_PASS_COMPLETED.set(self._pass_completed_at)
 
-    def _claim_and_send(self, now):
-        deliveries = self._store.claim_due(self._id, now, self._lease_s, BATCH)
-        self._send(deliveries, now)
-        if len(deliveries) == BATCH:
-            self._wakeups.wake()  # there may be more: another sender looks too
-        # Nothing due: the next claim when the next entry comes due, unless a stored callback wakes it first.
-        self._sender.claim_at = 0.0 if deliveries else time.time() + self._idle_wait()
-
-    def _send(self, deliveries, claimed_at):
-        """Send ``deliveries``, claimed at ``claimed_at``, while their lease holds; their outcomes."""
-        claimed = {delivery.id for delivery in deliveries}
-        self._hold(claimed, claimed_at)
-        self._sending[threading.get_ident()] = claimed
-        outcomes, unsent = [], set()
+    def _nudge(self):
+        """Have the loop look at what changed; from any thread."""
+        loop = self._loop
+        if loop is None:
+            return  # not running: it looks when it starts
         try:
-            for n, delivery in enumerate(deliveries):
-                if self._stopping.is_set():
-                    unsent = {left.id for left in deliveries[n:]}  # held still: stop() gives them back
-                    break
-                # Unrenewed past half the lease, another worker may soon own the entry: never send it then.
-                if time.time() - max(claimed_at, self._renewed_at) > self._lease_s / 2:
-                    break  # the remaining claims lapse and are taken again
-                outcomes.append(self._deliver(delivery))
+            loop.call_soon_threadsafe(self._nudged.set)
+        except RuntimeError:  # closed meanwhile: the next loop looks when it starts
+            pass
+
+    # -- the loop ------------------------------------------------------------------
+
+    def _run_loop(self):
+        try:
+            asyncio.run(self._deliver_until_stopped())
         finally:
-            del self._sending[threading.get_ident()]
-            # Left unsent (or recorded): no longer renewed. What waits to be recorded stays held.
-            self._release(claimed - unsent - self._unrecorded_ids())
-        return outcomes
+            if self._stopping.is_set():
+                self._loop_ended.set()
+                with self._store_work:
+                    self._store_work.notify()
 
-    def _renew_claims(self):
-        started = time.time()
-        with self._held_lock:
-            held = [id for id, since in self._held.items() if started - since < self._max_hold_s]
-        if held:
-            self._store.renew_claims(self._id, held, started + self._lease_s)
-            self._renewed_at = started
-        self._stopping.wait(self._lease_s / RENEWALS_PER_LEASE)
+    async def _deliver_until_stopped(self):
+        """Start what was handed over or claimed while there is room, ask the store thread to
+        claim while there is more; at a stop, start nothing more and let what is under way finish."""
+        self._nudged = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._claiming = False  # a claim asked of a loop that failed is answered to it no more
+        listeners = _Listeners(self._listener_client)
+        under_way = set()
 
-    def _give_back_unsent(self):
-        """Release this worker's claims on what it holds and will not send, for any worker to
-        take now rather than once the lease lapses: the entries handed over that no sender
-        took, and those a sender stopped before. Never an entry whose outcome is unrecorded
-        (its listener may have acknowledged it: it waits, held, to be recorded or lapse), nor
-        the entries of a sender still running (its POST under way outlived the join).
-        A store that fails leaves them to lapse, as a killed process's do.
-        """
-        with self._held_lock:
-            unsent = set(self._held)
-        unsent -= self._unrecorded_ids()
-        for sending in list(self._sending.values()):
-            unsent -= sending
-        if not unsent:
-            return
+        def done(task):
+            under_way.discard(task)
+            self._nudged.set()
+
         try:
-            given_back = self._store.release_claims(self._id, unsent, time.time())
-        except StoreUnavailable as error:
-            log.warning(
-                "%d callbacks held unsent not given back at stop, taken again once their lease lapses: %s", len(unsent), error
-            )
-            return
-        log.info("%d callbacks held unsent given back at stop, for any instance to deliver now", given_back)
-
-    def _unrecorded_ids(self):
-        return {outcome.delivery.id for outcome in list(self._unrecorded)}
-
-    def _hold(self, ids, since):
-        with self._held_lock:
-            self._held.update(dict.fromkeys(ids, since))
-
-    def _release(self, ids):
-        with self._held_lock:
-            for id in ids:
-                self._held.pop(id, None)
-
-    def _housekeeping(self, now):
-        """Dead-letter what waited too long for a listener; forget what is older than the retention."""
-        if now < self._next_housekeeping or not self._housekeeping_lock.acquire(blocking=False):
-            return
-        try:
-            expired = self._store.expire_waiting(now, self._settings.expire_after_s)
-            purged = self._store.purge_delivered_before(now - self._retain_s)
-            self._store.forget_requests_before(now - self._retain_s)
-            self._next_housekeeping = now + HOUSEKEEPING_S
-            if expired or purged:
-                log.info("housekeeping: %d callbacks expired waiting for a listener, %d delivered ones purged", expired, purged)
+            while not self._stopping.is_set():
+                self._nudged.clear()
+                for delivery, claimed_at in self._startable(IN_FLIGHT - len(under_way)):
+                    task = asyncio.create_task(self._deliver(delivery, listeners))
+                    under_way.add(task)
+                    task.add_done_callback(done)
+                wait_s = self._ask_to_claim(IN_FLIGHT - len(under_way))
+                try:
+                    async with asyncio.timeout(wait_s):
+                        await self._nudged.wait()
+                except TimeoutError:
+                    pass
+            if under_way:
+                await asyncio.wait(under_way)
         finally:
-            self._housekeeping_lock.release()
+            self._loop = None
+            listeners.close()
 
-    def _idle_wait(self):
-        next_due = self._store.next_due_at()
-        if next_due is None:
-            return IDLE_POLL_S
-        return min(IDLE_POLL_S, max(0.0, next_due - time.time()))
+    def _startable(self, room):
+        """Up to ``room`` entries to deliver now, (delivery, claimed at): claimed first, the older."""
+        started = 0
+        while started < room:
+            if self._claimed:
+                delivery, claimed_at = self._claimed.popleft()
+            elif self._handed:
+                delivery = self._handed.popleft()
+                claimed_at = delivery.received_at
+                with self._room:
+                    self._room.notify()
+            else:
+                return
+            # Unrenewed past half the lease, another worker may soon own the entry: never send it then.
+            if time.time() - max(claimed_at, self._renewed_at) > self._lease_s / 2:
+                self._release({delivery.id})  # its claim lapses and it is taken again
+                continue
+            self._sending.add(delivery.id)
+            if self._stopping.is_set():  # after the add: stop() gives back what is not in _sending
+                self._sending.discard(delivery.id)
+                return
+            started += 1
+            yield delivery, claimed_at
 
-    # -- one entry -----------------------------------------------------------------
+    def _ask_to_claim(self, room):
+        """Ask the store thread for a claim if there is room and it is time; how long to wait
+        (None: until nudged) before looking again."""
+        room -= len(self._claimed)
+        if self._claiming or room <= 0:
+            return None  # the claim's answer, or a delivery done, nudges
+        now = time.time()
+        if not self._woken and now < self._claim_at:
+            return self._claim_at - now
+        self._woken, self._claiming = False, True
+        with self._store_work:
+            self._claim_limit = min(room, BATCH)
+            self._store_work.notify()
+        return None
 
-    def _deliver(self, delivery):
+    def _take_claimed(self, deliveries, claimed_at, claim_at):
+        """On the loop: the store thread's answer to its claim."""
+        self._claiming = False
+        self._claimed.extend((delivery, claimed_at) for delivery in deliveries)
+        self._claim_at = claim_at
+        self._pass_completed()
+        self._nudged.set()
+
+    async def _deliver(self, delivery, listeners):
+        """Attempt ``delivery`` and queue its outcome. An exception of the gateway's own
+        (there is no other way out) ends the attempt, not the loop: the entry is left to
+        lapse and be taken again, as a sending thread's was when it raised."""
+        try:
+            await self._attempt(delivery, listeners)
+        except Exception:  # noqa: BLE001 - supervised here, as the threads are
+            WORKER_RESTARTS.labels("callback-delivery").inc()
+            log.exception("callback %d requestId=%s: its delivery failed unexpectedly; taken again once its lease lapses",
+                          delivery.id, delivery.request_id)
+            self._release({delivery.id})
+            self._sending.discard(delivery.id)
+
+    async def _attempt(self, delivery, listeners):
         attempt, duration_s = delivery.attempts + 1, 0.0
         try:
-            self._policy.check(delivery.url)
+            await self._check_listener(delivery.url)
             envelope = callback.to_envelope(
                 json.loads(delivery.body),
                 username=delivery.username,
@@ -308,73 +364,37 @@ class DeliveryWorker:
             )
         except ListenerRefused as error:
             problem = f"listener URL refused: {error}"
-        except Exception as error:  # noqa: BLE001 - a poison entry fails alone, never its batch
+        except Exception as error:  # noqa: BLE001 - a poison entry fails alone, never the others
             problem = f"no envelope could be built: {type(error).__name__}: {error}"
             # The attempt's line says what; a traceback only where the gateway itself failed.
             if not isinstance(error, GatewayError):
                 log.exception("callback %d requestId=%s: no envelope could be built", delivery.id, delivery.request_id)
         else:
-            started = self._posting[threading.get_ident()] = time.monotonic()
+            started = self._posting[delivery.id] = time.monotonic()
             try:
-                problem = self._post(delivery.url, envelope)
+                problem = await self._post(listeners, delivery.url, envelope)
             finally:
-                del self._posting[threading.get_ident()]
+                del self._posting[delivery.id]
             duration_s = time.monotonic() - started
-        outcome = Outcome(delivery, attempt, time.time(), problem, duration_s)
-        self._record(outcome)
-        return outcome
+        with self._store_work:
+            self._unrecorded.append(Outcome(delivery, attempt, time.time(), problem, duration_s))
+            self._store_work.notify()
+        self._sending.discard(delivery.id)  # after the append: never neither sending nor unrecorded
+        if problem is not None:
+            self._claim_at = 0.0  # its retry is due some time: the next claim says when
+        self._pass_completed()
 
-    def _record(self, outcome):
-        """Record ``outcome`` in the store; if the store fails, keep it to record first when it is back."""
+    async def _check_listener(self, url):
+        """The listener policy's check; a host name resolved off the loop, where it may wait for DNS."""
+        host = urlsplit(url).hostname or ""
         try:
-            self._settle(outcome)
-        except StoreUnavailable:
-            self._unrecorded.append(outcome)
-            raise
+            ipaddress.ip_address(host)
+        except ValueError:
+            await asyncio.get_running_loop().run_in_executor(None, self._policy.check, url)
+        else:
+            self._policy.check(url)
 
-    def _record_unrecorded(self):
-        # One thread at a time, to the end: no thread claims anew while an
-        # outcome of an entry this worker sent is still unrecorded.
-        with self._recording:
-            while self._unrecorded:
-                outcome = self._unrecorded[0]
-                self._settle(outcome)
-                self._unrecorded.popleft()
-                self._release({outcome.delivery.id})
-
-    def _settle(self, outcome):
-        delivery, attempt, settings = outcome.delivery, outcome.attempt, self._settings
-        at, problem = outcome.at, outcome.problem
-        retry_at = None
-        if problem is not None and attempt < settings.max_attempts:
-            retry_at = at + settings.backoff_s * 2 ** (attempt - 1)
-        if not self._write_outcome(Settlement(delivery.id, self._id, at, problem, retry_at, delivery.url, outcome.duration_s)):
-            return self._lost(outcome)
-        if problem is None:
-            CALLBACKS_DELIVERED.inc()
-            log.info("callback %d requestId=%s delivered (attempt %d)", delivery.id, delivery.request_id, attempt)
-            return
-        (CALLBACKS_RETRIED if retry_at else CALLBACKS_DEAD).inc()
-        log.warning(
-            "callback %d requestId=%s attempt %d/%d failed: %s%s",
-            delivery.id,
-            delivery.request_id,
-            attempt,
-            settings.max_attempts,
-            problem,
-            "" if retry_at else "; dead-lettered",
-        )
-
-    @staticmethod
-    def _lost(outcome):
-        log.warning(
-            "callback %d requestId=%s: attempt %d not recorded, another worker took the entry over",
-            outcome.delivery.id,
-            outcome.delivery.request_id,
-            outcome.attempt,
-        )
-
-    def _post(self, url, envelope):
+    async def _post(self, listeners, url, envelope):
         """None when the listener acknowledged; otherwise what went wrong.
 
         No redirect is followed: it could lead anywhere, past the listener
@@ -382,7 +402,7 @@ class DeliveryWorker:
         """
         target = urlsplit(url)
         try:
-            answer = self._listener(f"{target.scheme}://{target.netloc}").request(
+            answer = await listeners.client(f"{target.scheme}://{target.netloc}").request(
                 "POST",
                 target._replace(scheme="", netloc="").geturl() or "/",
                 envelope,
@@ -395,7 +415,7 @@ class DeliveryWorker:
         except ExchangeFailed as error:
             return f"listener unreachable ({'ReadTimeout' if error.timed_out else 'ConnectionError'})"
         except (ProxyUnusable, OSError, ValueError) as error:
-            # A proxy the gateway cannot use, a client certificate OpenSSL cannot load, a URL http.client refuses.
+            # A proxy the gateway cannot use, a client certificate OpenSSL cannot load, a URL no request can carry.
             return f"listener unreachable ({type(error).__name__}: {error})"
         if 200 <= answer.status < 300:
             return None
@@ -403,7 +423,7 @@ class DeliveryWorker:
 
     def _listener_client(self, origin):
         settings = self._settings
-        return outbound.KeptAlive(
+        return outbound.KeptAliveOnLoop(
             origin,
             settings.timeout_s,
             ca_bundle=settings.ca_bundle,
@@ -411,86 +431,178 @@ class DeliveryWorker:
             client_key=settings.client_key,
         )
 
+    # -- the store thread ----------------------------------------------------------
 
-class _SenderState(threading.local):
-    """Each sender's own: when it next claims, unless woken (see ``DeliveryWorker._pass``)."""
+    def _keep_store(self):
+        """Record what waits to be recorded, keep house, then claim if the loop asked: after a
+        failure to record, nothing is claimed until the outcomes are recorded. Once the loop
+        has ended at a stop, one last try at what it left, then this thread is done."""
+        ended = self._loop_ended.is_set()
+        if not ended:
+            stopping = self._stopping.is_set()  # no more claims nor housekeeping: outcomes, and the loop's end
+            with self._store_work:
+                self._store_work.wait_for(
+                    lambda: self._unrecorded or self._loop_ended.is_set() or (self._claim_limit and not stopping),
+                    None if stopping else max(0.0, self._next_housekeeping - time.time()),
+                )
+        try:
+            self._record_unrecorded()
+            if self._stopping.is_set():
+                return
+            self._housekeeping(time.time())
+            if self._claim_limit:
+                self._claim(self._claim_limit)
+        finally:
+            if ended:
+                self._store_done.set()  # what failed to be recorded is left to lapse, as a killed process's is
 
-    claim_at = 0.0  # at once, until its first claim says otherwise
+    def _claim(self, limit):
+        now = time.time()
+        deliveries = self._store.claim_due(self._id, now, self._lease_s, limit)
+        self._hold({delivery.id for delivery in deliveries}, now)
+        # Nothing due: the next claim when the next entry comes due, unless a stored callback wakes it first.
+        claim_at = 0.0 if deliveries else time.time() + self._idle_wait()
+        self._claim_limit = 0  # answered: only now, so a claim that failed is tried again
+        loop = self._loop
+        try:
+            loop.call_soon_threadsafe(self._take_claimed, deliveries, now, claim_at)
+        except (AttributeError, RuntimeError):  # no loop now: a new one finds them held, unstarted
+            self._release({delivery.id for delivery in deliveries})
+
+    def _record_unrecorded(self):
+        """Record the outcomes queued, oldest first, RECORDED_TOGETHER to a transaction; if the
+        store fails, what it did not record stays queued, recorded first when it answers again."""
+        while self._unrecorded:
+            outcomes = list(itertools.islice(self._unrecorded, RECORDED_TOGETHER))
+            results = self._write_outcomes([self._settlement(outcome) for outcome in outcomes])
+            failure = None
+            for outcome, result in zip(outcomes, results, strict=True):
+                if isinstance(result, Exception):
+                    failure = failure or result
+                    continue
+                self._unrecorded.remove(outcome)
+                self._release({outcome.delivery.id})
+                self._log_settled(outcome, result)
+            if failure is not None:
+                raise failure
+
+    def _settlement(self, outcome):
+        delivery = outcome.delivery
+        return Settlement(
+            delivery.id, self._id, outcome.at, outcome.problem, self._retry_at(outcome), delivery.url, outcome.duration_s
+        )
+
+    def _retry_at(self, outcome):
+        if outcome.problem is None or outcome.attempt >= self._settings.max_attempts:
+            return None
+        return outcome.at + self._settings.backoff_s * 2 ** (outcome.attempt - 1)
+
+    def _log_settled(self, outcome, recorded):
+        delivery, attempt = outcome.delivery, outcome.attempt
+        if not recorded:
+            log.warning(
+                "callback %d requestId=%s: attempt %d not recorded, another worker took the entry over",
+                delivery.id,
+                delivery.request_id,
+                attempt,
+            )
+            return
+        if outcome.problem is None:
+            CALLBACKS_DELIVERED.inc()
+            log.info("callback %d requestId=%s delivered (attempt %d)", delivery.id, delivery.request_id, attempt)
+            return
+        retried = self._retry_at(outcome) is not None
+        (CALLBACKS_RETRIED if retried else CALLBACKS_DEAD).inc()
+        log.warning(
+            "callback %d requestId=%s attempt %d/%d failed: %s%s",
+            delivery.id,
+            delivery.request_id,
+            attempt,
+            self._settings.max_attempts,
+            outcome.problem,
+            "" if retried else "; dead-lettered",
+        )
+
+    def _housekeeping(self, now):
+        """Dead-letter what waited too long for a listener; forget what is older than the retention."""
+        if now < self._next_housekeeping:
+            return
+        expired = self._store.expire_waiting(now, self._settings.expire_after_s)
+        purged = self._store.purge_delivered_before(now - self._retain_s)
+        self._store.forget_requests_before(now - self._retain_s)
+        self._next_housekeeping = now + HOUSEKEEPING_S
+        if expired or purged:
+            log.info("housekeeping: %d callbacks expired waiting for a listener, %d delivered ones purged", expired, purged)
+
+    def _idle_wait(self):
+        next_due = self._store.next_due_at()
+        if next_due is None:
+            return IDLE_POLL_S
+        return min(IDLE_POLL_S, max(0.0, next_due - time.time()))
+
+    # -- leases --------------------------------------------------------------------
+
+    def _renew_claims(self):
+        started = time.time()
+        with self._held_lock:
+            held = [id for id, since in self._held.items() if started - since < self._max_hold_s]
+        if held:
+            self._store.renew_claims(self._id, held, started + self._lease_s)
+            self._renewed_at = started
+        self._stopping.wait(self._lease_s / RENEWALS_PER_LEASE)
+
+    def _give_back_unsent(self):
+        """Release this worker's claims on what it holds and will not send, for any worker to
+        take now rather than once the lease lapses: the entries handed over or claimed that
+        the loop did not start. Never an entry whose outcome is unrecorded (its listener may
+        have acknowledged it: it waits, held, to be recorded or lapse), nor one whose POST is
+        under way (it outlived the stop's wait). A store that fails leaves them to lapse, as
+        a killed process's do.
+        """
+        with self._held_lock:
+            unsent = set(self._held)
+        unsent -= set(self._sending)
+        unsent -= {outcome.delivery.id for outcome in list(self._unrecorded)}
+        if not unsent:
+            return
+        try:
+            given_back = self._store.release_claims(self._id, unsent, time.time())
+        except StoreUnavailable as error:
+            log.warning(
+                "%d callbacks held unsent not given back at stop, taken again once their lease lapses: %s", len(unsent), error
+            )
+            return
+        log.info("%d callbacks held unsent given back at stop, for any instance to deliver now", given_back)
+
+    def _hold(self, ids, since):
+        with self._held_lock:
+            self._held.update(dict.fromkeys(ids, since))
+
+    def _release(self, ids):
+        with self._held_lock:
+            for id in ids:
+                self._held.pop(id, None)
 
 
-class _Wakeups:
-    """What the senders wait for: entries handed over to send, and wakes to claim; and what
-    receivers wait for: room among the entries handed over (``room``).
+class _Listeners:
+    """One client per listener origin, made on first use, for one loop: the least recently
+    used past LISTENERS_KEPT closed (its connections with it)."""
 
-    A wake is one stored callback to claim: it wakes one idle sender, not
-    every one (an Event did), each to run a claim transaction (and take the
-    store's write lock) for the one entry. A wake while no sender waits is
-    kept for the next one to wait, up to ``limit`` of them, so none is missed
-    between a claim that found nothing and the wait. After ``close()`` no
-    sender or receiver waits any more.
-    """
+    def __init__(self, make):
+        self._make = make
+        self._clients = collections.OrderedDict()
 
-    def __init__(self, limit):
-        self._limit = limit
-        self._kept = 0
-        self._handed = collections.deque()
-        self._closed = False
-        lock = threading.Lock()
-        self._condition = threading.Condition(lock)
-        self._taken = threading.Condition(lock)  # an entry handed over was taken: room for another
-        self.waiting = 0  # senders idle in wait() now
-
-    @property
-    def handed(self):
-        """Entries handed over that no sender has taken yet."""
-        return len(self._handed)
-
-    def hand(self, delivery):
-        with self._condition:
-            self._handed.append(delivery)
-            self._condition.notify()
-
-    def take(self):
-        """The oldest entry handed over, one at a time: the next is for whichever sender is free
-        first, not behind this one's listener; None when none waits."""
-        with self._condition:
-            if not self._handed:
-                return None
-            self._taken.notify()
-            return self._handed.popleft()
-
-    def room(self, limit, timeout):
-        """Whether fewer than ``limit`` entries handed over wait, waiting up to ``timeout``
-        for a sender to take one; False after ``close()``."""
-        with self._condition:
-            return self._taken.wait_for(lambda: len(self._handed) < limit or self._closed, timeout) and not self._closed
-
-    def wake(self):
-        with self._condition:
-            if self._kept < self._limit:
-                self._kept += 1
-                self._condition.notify()
-
-    def wait(self, timeout):
-        """Wait up to ``timeout`` for a wake or an entry handed over: whether to claim now
-        (woken, or the time is up), not when an entry was handed over or after ``close()``."""
-        with self._condition:
-            notified = True
-            if not self._kept and not self._handed and not self._closed:
-                self.waiting += 1
-                try:
-                    notified = self._condition.wait(timeout)
-                finally:
-                    self.waiting -= 1
-            if self._closed or self._handed:
-                return False
-            if self._kept:
-                self._kept -= 1
-                return True
-            return not notified  # notified for what another sender took first: not the time yet
+    def client(self, origin):
+        client = self._clients.get(origin)
+        if client is None:
+            client = self._clients[origin] = self._make(origin)
+            if len(self._clients) > LISTENERS_KEPT:
+                self._clients.popitem(last=False)[1].close()
+        else:
+            self._clients.move_to_end(origin)
+        return client
 
     def close(self):
-        with self._condition:
-            self._closed = True
-            self._condition.notify_all()
-            self._taken.notify_all()
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
