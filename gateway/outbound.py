@@ -170,8 +170,7 @@ class KeptAliveOnLoop:
     async def _connection(self):
         while self._idle:
             reader, writer = self._idle.pop()
-            sock = writer.get_extra_info("socket")
-            if not reader.at_eof() and sock is not None and not wait_for_read(sock, timeout=0):
+            if _quiet(reader, writer):
                 return reader, writer  # kept alive, and the server has not closed it
             writer.close()
         route = self._route
@@ -189,6 +188,20 @@ class KeptAliveOnLoop:
             if writer is not None:
                 writer.close()
             raise route.connect_failed(error) from None
+
+
+def _quiet(reader, writer):
+    """Whether the server has neither closed an idle connection nor sent anything on it since
+    its last answer: asyncio reads what arrives into the reader's buffer, which no public
+    call shows, and the kernel may hold more yet."""
+    sock = writer.get_extra_info("socket")
+    return (
+        not reader.at_eof()
+        and reader.exception() is None
+        and not reader._buffer
+        and sock is not None
+        and not wait_for_read(sock, timeout=0)
+    )
 
 
 async def _open_tunnel(reader, writer, route):

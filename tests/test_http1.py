@@ -6,9 +6,11 @@ loop's (``outbound.KeptAliveOnLoop``, asyncio's streams driving the same reader)
 """
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import threading
+import time
 
 import pytest
 
@@ -179,6 +181,22 @@ def test_a_connection_that_cannot_carry_another_request_is_replaced(serve, answe
     assert client.request("POST", "/", b"2", {}) == (200, b"{}")
     assert connections(server) == [1, 2]
     assert [body for _, _, body in server.requests] == [b"1", b"2"]
+
+
+def test_a_connection_the_server_sent_more_on_after_its_answer_is_replaced(serve):
+    def answer_then_more(client):
+        client.sendall(OK)
+        time.sleep(0.1)  # after the client has read the answer whole
+        client.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nunasked")
+        with contextlib.suppress(ConnectionResetError):  # the client drops it, unread: a reset
+            while client.recv(65536):
+                pass
+
+    server, client = serve(answer_then_more, OK)
+    assert client.request("POST", "/", b"1", {}) == (200, b"{}")
+    time.sleep(0.3)
+    assert client.request("POST", "/", b"2", {}) == (200, b"{}")
+    assert connections(server) == [1, 2]
 
 
 def test_a_body_without_length_ends_with_the_connection(serve):
