@@ -154,8 +154,9 @@ class DeliveryWorker:
         self._posting = {}
         # The ids of the entries the loop is delivering: never given back at stop while it runs.
         self._sending = set()
-        # The loop's own, touched on its thread only: what was claimed and not started yet
-        # (delivery, claimed at), whether a claim is asked for, when to claim next unless woken.
+        # The loop's own, touched on its thread only (but for a claim answered while no loop
+        # runs): what was claimed and not started yet (delivery, claimed at), whether a claim
+        # is asked for, when to claim next unless woken.
         self._claimed = collections.deque()
         self._claiming = False
         self._claim_at = 0.0
@@ -466,8 +467,8 @@ class DeliveryWorker:
         loop = self._loop
         try:
             loop.call_soon_threadsafe(self._take_claimed, deliveries, now, claim_at)
-        except (AttributeError, RuntimeError):  # no loop now: a new one finds them held, unstarted
-            self._release({delivery.id for delivery in deliveries})
+        except (AttributeError, RuntimeError):  # no loop now: the next one starts them, or the stop gives them back
+            self._claimed.extend((delivery, now) for delivery in deliveries)
 
     def _record_unrecorded(self):
         """Record the outcomes queued, oldest first, RECORDED_TOGETHER to a transaction; if the
