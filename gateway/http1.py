@@ -92,20 +92,54 @@ def exchange(sock, method, request):
 
 
 async def exchange_async(reader, writer, method, request, timeout_s):
-    """:func:`exchange` over asyncio streams: ``TimeoutError`` when sending, or one read, takes
-    longer than ``timeout_s``."""
-    writer.write(request)
-    async with asyncio.timeout(timeout_s):
-        await writer.drain()
-    reading = read_answer(method)
+    """:func:`exchange` over asyncio's streams: ``TimeoutError`` when sending, or one read,
+    takes longer than ``timeout_s`` (the connection is then aborted)."""
+    watchdog = _Watchdog(writer.transport, timeout_s)
     try:
+        writer.write(request)
+        await writer.drain()
+        reading = read_answer(method)
         wanted = next(reading)
         while True:
-            async with asyncio.timeout(timeout_s):
-                data = await reader.read(wanted)
+            data = await reader.read(wanted)
+            watchdog.progressed()
             wanted = reading.send(data)
     except StopIteration as read:
         return read.value
+    except (OSError, BadAnswer):
+        if watchdog.fired:  # what it ended reads as a closed connection
+            raise TimeoutError(f"no progress within {timeout_s:g} s") from None
+        raise
+    finally:
+        watchdog.cancel()
+
+
+class _Watchdog:
+    """Aborts a connection on which nothing progressed for ``timeout_s``: one timer for the
+    whole exchange, moved on only when it comes due, where ``asyncio.timeout`` around each
+    read cost a timer and a context each (a tenth of a millisecond a callback)."""
+
+    def __init__(self, transport, timeout_s):
+        self._transport = transport
+        self._timeout_s = timeout_s
+        self._loop = asyncio.get_running_loop()
+        self._progressed_at = self._loop.time()
+        self._timer = self._loop.call_at(self._progressed_at + timeout_s, self._due)
+        self.fired = False
+
+    def progressed(self):
+        self._progressed_at = self._loop.time()
+
+    def cancel(self):
+        self._timer.cancel()
+
+    def _due(self):
+        due_at = self._progressed_at + self._timeout_s
+        if self._loop.time() < due_at:
+            self._timer = self._loop.call_at(due_at, self._due)
+            return
+        self.fired = True
+        self._transport.abort()
 
 
 def read_answer(method):

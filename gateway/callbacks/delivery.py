@@ -41,6 +41,7 @@ but before that was recorded sends the callback again after restart.
 
 import asyncio
 import collections
+import functools
 import ipaddress
 import itertools
 import json
@@ -267,9 +268,16 @@ class DeliveryWorker:
         self._claiming = False  # a claim asked of a loop that failed is answered to it no more
         listeners = _Listeners(self._listener_client)
         under_way = set()
+        # One timer for the next claim's time, kept while that time stays: not one a turn.
+        claim_timer, claim_timer_at = None, None
 
         def done(task):
             under_way.discard(task)
+            self._nudged.set()
+
+        def claim_time_came():
+            nonlocal claim_timer_at
+            claim_timer_at = None
             self._nudged.set()
 
         try:
@@ -279,12 +287,14 @@ class DeliveryWorker:
                     task = asyncio.create_task(self._deliver(delivery, listeners))
                     under_way.add(task)
                     task.add_done_callback(done)
-                wait_s = self._ask_to_claim(IN_FLIGHT - len(under_way))
-                try:
-                    async with asyncio.timeout(wait_s):
-                        await self._nudged.wait()
-                except TimeoutError:
-                    pass
+                claim_at = self._ask_to_claim(IN_FLIGHT - len(under_way))
+                if claim_at != claim_timer_at:
+                    if claim_timer is not None:
+                        claim_timer.cancel()
+                    claim_timer, claim_timer_at = None, claim_at
+                    if claim_at is not None:
+                        claim_timer = self._loop.call_later(claim_at - time.time(), claim_time_came)
+                await self._nudged.wait()
             if under_way:
                 await asyncio.wait(under_way)
         finally:
@@ -316,14 +326,13 @@ class DeliveryWorker:
             yield delivery, claimed_at
 
     def _ask_to_claim(self, room):
-        """Ask the store thread for a claim if there is room and it is time; how long to wait
-        (None: until nudged) before looking again."""
+        """Ask the store thread for a claim if there is room and it is time; when to look
+        again unless nudged before (None: when nudged)."""
         room -= len(self._claimed)
         if self._claiming or room <= 0:
             return None  # the claim's answer, or a delivery done, nudges
-        now = time.time()
-        if not self._woken and now < self._claim_at:
-            return self._claim_at - now
+        if not self._woken and time.time() < self._claim_at:
+            return self._claim_at
         self._woken, self._claiming = False, True
         with self._store_work:
             self._claim_limit = min(room, BATCH)
@@ -387,13 +396,10 @@ class DeliveryWorker:
 
     async def _check_listener(self, url):
         """The listener policy's check; a host name resolved off the loop, where it may wait for DNS."""
-        host = urlsplit(url).hostname or ""
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            await asyncio.get_running_loop().run_in_executor(None, self._policy.check, url)
-        else:
+        if _names_an_address(urlsplit(url).hostname or ""):
             self._policy.check(url)
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, self._policy.check, url)
 
     async def _post(self, listeners, url, envelope):
         """None when the listener acknowledged; otherwise what went wrong.
@@ -583,6 +589,16 @@ class DeliveryWorker:
         with self._held_lock:
             for id in ids:
                 self._held.pop(id, None)
+
+
+@functools.lru_cache(maxsize=LISTENERS_KEPT)
+def _names_an_address(host):
+    """Whether ``host`` is an IP address, which resolves without asking DNS."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _Listeners:
