@@ -163,6 +163,7 @@ class DeliveryWorker:
         self._claim_at = 0.0
         self._loop = None
         self._nudged = None
+        self._nudge_on_its_way = False
 
     def start(self):
         self._threads = [
@@ -240,14 +241,21 @@ class DeliveryWorker:
         DELIVERY_PASS_COMPLETED.set(self._pass_completed_at)
 
     def _nudge(self):
-        """Have the loop look at what changed; from any thread."""
+        """Have the loop look at what changed; from any thread, after the change. One nudge
+        on its way is enough for every change made before the loop takes it: each other
+        would cost a write to the loop's self-pipe and a wake-up of its thread."""
         loop = self._loop
-        if loop is None:
+        if loop is None or self._nudge_on_its_way:
             return  # not running: it looks when it starts
+        self._nudge_on_its_way = True
         try:
-            loop.call_soon_threadsafe(self._nudged.set)
+            loop.call_soon_threadsafe(self._take_nudge)
         except RuntimeError:  # closed meanwhile: the next loop looks when it starts
-            pass
+            self._nudge_on_its_way = False
+
+    def _take_nudge(self):
+        self._nudge_on_its_way = False  # before the loop looks: a change after this nudges again
+        self._nudged.set()
 
     # -- the loop ------------------------------------------------------------------
 
@@ -264,6 +272,7 @@ class DeliveryWorker:
         """Start what was handed over or claimed while there is room, ask the store thread to
         claim while there is more; at a stop, start nothing more and let what is under way finish."""
         self._nudged = asyncio.Event()
+        self._nudge_on_its_way = False  # one on its way to a loop that ended never arrives
         self._loop = asyncio.get_running_loop()
         self._claiming = False  # a claim asked of a loop that failed is answered to it no more
         listeners = _Listeners(self._listener_client)
