@@ -95,8 +95,8 @@ class RecordsNothing(SqliteStore):
 
     failing = True
 
-    def outbox_batch_writer(self, wait_s, what):
-        write_all = super().outbox_batch_writer(wait_s, what)
+    def outbox_batch_writer(self, wait_s, what, linger_s=0.0):
+        write_all = super().outbox_batch_writer(wait_s, what, linger_s)
 
         def write(rows):
             if self.failing:

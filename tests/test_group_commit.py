@@ -214,3 +214,19 @@ def test_concurrent_callbacks_refused_503_while_the_store_is_locked_are_stored_o
         assert store.counts()["pending"] == 6
     finally:
         store.close()
+
+
+def test_rows_written_together_each_get_their_result_and_lingering_ride_along_with_another_writers_transaction(tmp_path):
+    store = CountingStore(tmp_path / "store.sqlite3")
+    group = GroupCommit(store._write_gathered)
+    try:
+        assert group.write_all([received(0), received(1), received(0)], wait_s=10, what="the callbacks") == [True, True, False]
+        assert (store.begun, store.batches) == (1, [3])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            lingering = pool.submit(group.write_all, [received(2), received(3)], wait_s=10, what="the callbacks", linger_s=1.0)
+            wait_until(lambda: queued(group) == 2, what="the lingering rows queued")
+            assert group.write(received(4), wait_s=10, what="the callback") is True  # its transaction takes them along
+            assert lingering.result(timeout=10) == [True, True]
+        assert (store.begun, store.batches) == (2, [3, 3])
+    finally:
+        store.close()

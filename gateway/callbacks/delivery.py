@@ -102,6 +102,11 @@ IDLE_POLL_S = 1.0
 # The most outcomes recorded in one transaction: a long transaction holds
 # the write lock from other processes for as long.
 RECORDED_TOGETHER = 64
+# How long outcomes wait, queued in the store's group commit, for a transaction
+# of the receiver's to take them along: under load one comes within
+# milliseconds, and the store thread's own transactions came between the
+# receiver's, each adding its commit.
+RECORD_LINGER_S = 0.005
 # Listener origins whose connections are kept: the least recently used beyond are closed.
 LISTENERS_KEPT = 64
 
@@ -129,7 +134,7 @@ class DeliveryWorker:
         # Outcomes recorded together, and with the callbacks received meanwhile:
         # one transaction for all of them. Waiting up to a lease: meanwhile the
         # claims stay renewed.
-        self._write_outcomes = store.outbox_batch_writer(self._lease_s, "the delivery outcomes")
+        self._write_outcomes = store.outbox_batch_writer(self._lease_s, "the delivery outcomes", linger_s=RECORD_LINGER_S)
         # A delivery that hangs must not hold its claim for ever: past this, it lapses.
         self._max_hold_s = settings.timeout_s * (BATCH + 1) + self._lease_s
         self._stopping = threading.Event()

@@ -60,13 +60,20 @@ class GroupCommit:
             raise result
         return result
 
-    def write_all(self, rows, wait_s, what):
+    def write_all(self, rows, wait_s, what, linger_s=0.0):
         """Each of ``rows``' results, in order, as ``write`` would return it, or the error it
         would raise: rows queued together, as one caller's, may still be split between
-        transactions (MAX_ROWS), and one of those fail while another commits."""
+        transactions (MAX_ROWS), and one of those fail while another commits.
+
+        ``linger_s``: how long the rows wait, queued, for another caller's transaction to
+        take them along before this caller writes them itself: for a caller in no hurry,
+        whose transactions would otherwise come between the others' and add to them.
+        """
         waiters = [_Waiter(row) for row in rows]
         with self._queue_lock:
             self._queued.extend(waiters)
+        if linger_s:
+            time.sleep(linger_s)
         deadline = time.monotonic() + wait_s
         while not waiters[-1].done:  # taken in queue order: the last one done, every one is
             remaining = deadline - time.monotonic()

@@ -452,11 +452,11 @@ class SqlStore(ABC):
         """
         return functools.partial(self._outbox_writes.write, wait_s=wait_s, what=what)
 
-    def outbox_batch_writer(self, wait_s, what):
+    def outbox_batch_writer(self, wait_s, what, linger_s=0.0):
         """``write_all(rows) -> results``: ``outbox_writer``'s for several rows at once, in
-        the same group commit; each row's result, or the error it failed with (see
-        ``GroupCommit.write_all``)."""
-        return functools.partial(self._outbox_writes.write_all, wait_s=wait_s, what=what)
+        the same group commit; each row's result, or the error it failed with; the rows
+        left up to ``linger_s`` for another writer's transaction (see ``GroupCommit.write_all``)."""
+        return functools.partial(self._outbox_writes.write_all, wait_s=wait_s, what=what, linger_s=linger_s)
 
     def outbox(self, state):
         """The entries an operator asks for: ``pending`` (claimed ones included) or ``dead``."""
