@@ -2,9 +2,9 @@
 
 Each gateway process runs one. Its deliveries run on one asyncio event loop
 thread, up to IN_FLIGHT at once, each over a kept-alive connection of its
-own to its listener (``outbound.KeptAliveOnLoop``): a callback passes
-through no thread of its own, where it used to cost a dozen hand-offs
-between sending threads (the GIL's, and the context switches with them).
+own to its listener (``outbound.KeptAliveOnLoop``): a delivery takes no
+thread of its own, and each thread a callback passes through costs CPU in
+hand-offs of the GIL and context switches, more than any one step's Python.
 The store is never called on the loop (its calls block: SQLite's busy
 waits, PostgreSQL over the network). One store thread records the
 outcomes the loop queued, all those queued together in one transaction
@@ -363,8 +363,8 @@ class DeliveryWorker:
 
     async def _deliver(self, delivery, listeners):
         """Attempt ``delivery`` and queue its outcome. An exception of the gateway's own
-        (there is no other way out) ends the attempt, not the loop: the entry is left to
-        lapse and be taken again, as a sending thread's was when it raised."""
+        (there is no other way out) ends the attempt, not the loop: the entry's claim is
+        left to lapse, and it is taken again."""
         try:
             await self._attempt(delivery, listeners)
         except Exception:  # noqa: BLE001 - supervised here, as the threads are
