@@ -230,3 +230,128 @@ def test_rows_written_together_each_get_their_result_and_lingering_ride_along_wi
         assert (store.begun, store.batches) == (2, [3, 3])
     finally:
         store.close()
+
+
+# -- rows submitted by callers that cannot wait (the worker's event loop) ----------------------
+
+
+class Told:
+    """``on_done`` for submitted rows: what each was told, by request id, and how often."""
+
+    def __init__(self):
+        self.outcomes = {}
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def of(self, row):
+        def on_done(result, error):
+            with self._lock:
+                self.calls += 1
+                self.outcomes.setdefault(row.request_id, []).append(error if error is not None else result)
+
+        return on_done
+
+
+def test_submitted_rows_are_written_by_the_writer_thread_with_what_threads_queued_in_one_transaction(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    store = CountingStore(path, busy_timeout_s=10)
+    group = GroupCommit(store._write_gathered)
+    told = Told()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            with WriteLock(path):
+                rows = [received(n) for n in range(3)] + [received(0)]  # r-0 twice
+                for row in rows:
+                    group.submit(row, 10, "the callback", told.of(row))
+                wait_until(lambda: store.begun == 1, what="the writer thread's transaction")
+                waiting = pool.submit(group.write, received(3), 10, "the callback")  # a thread's row, queued meanwhile
+                wait_until(lambda: queued(group) == 5, what="every row queued")
+                assert told.calls == 0  # nothing told before the commit
+            assert waiting.result(timeout=10) is True
+        wait_until(lambda: told.calls == 4, what="every submitted row told")
+        assert told.outcomes == {"r-0": [True, False], "r-1": [True], "r-2": [True]}  # the repeat: a duplicate
+        assert (store.begun, store.batches) == (1, [5])
+        assert store.counts()["pending"] == 4
+    finally:
+        store.close()
+
+
+def test_a_submitted_row_unwritten_past_its_wait_is_told_once_the_store_is_too_slow_and_never_written(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    store = CountingStore(path, busy_timeout_s=30)  # the writer thread waits for the lock far longer than the row may
+    group = GroupCommit(store._write_gathered)
+    told = Told()
+    try:
+        with WriteLock(path):
+            group.submit(received(0), 0.3, "the callback", told.of(received(0)))
+            wait_until(lambda: store.begun == 1, what="the writer thread's transaction, waiting for the lock")
+            group.expire()
+            assert told.calls == 0  # not overdue yet
+            time.sleep(0.3)
+            group.expire()
+            (error,) = told.outcomes["r-0"]
+            assert isinstance(error, StoreUnavailable) and str(error) == (
+                "the callback not written within 0.3 s: the store is too slow"
+            )
+        wait_until(lambda: store.batches == [0], what="the transaction, once the lock went")
+        group.expire()
+        assert told.calls == 1  # told once: not again by the transaction it was withdrawn from
+        assert store.counts()["pending"] == 0
+    finally:
+        store.close()
+
+
+def test_a_store_that_fails_tells_each_submitted_row_and_the_writer_thread_writes_on_once_it_is_back(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    store = SqliteStore(path, busy_timeout_s=0.3)
+    group = GroupCommit(store._write_gathered)
+    told = Told()
+    try:
+        with WriteLock(path):
+            for n in range(3):
+                group.submit(received(n), 10, "the callback", told.of(received(n)))
+            wait_until(lambda: told.calls == 3, what="the rows told the transaction failed")
+        assert all(isinstance(error, StoreUnavailable) and "database is locked" in str(error)
+                   for (error,) in told.outcomes.values()), told.outcomes
+        group.submit(received(1), 10, "the callback", told.of(received(1)))  # sent again, once the store is back
+        wait_until(lambda: told.calls == 4, what="the row sent again, told")
+        assert told.outcomes["r-1"][1] is True and store.counts()["pending"] == 1
+    finally:
+        store.close()
+
+
+def test_a_caller_whose_on_done_fails_keeps_no_other_from_being_told(tmp_path, caplog):
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    group = GroupCommit(store._write_gathered)
+    told = Told()
+
+    def failing(result, error):
+        raise RuntimeError("this caller's answer cannot be sent")
+
+    try:
+        with WriteLock(tmp_path / "store.sqlite3"):  # so that all three go in one transaction
+            group.submit(received(0), 10, "the callback", told.of(received(0)))
+            group.submit(received(1), 10, "the callback", failing)
+            group.submit(received(2), 10, "the callback", told.of(received(2)))
+        wait_until(lambda: told.calls == 2, what="the others told")
+        assert told.outcomes == {"r-0": [True], "r-2": [True]}
+        assert "the callback: its outcome could not be told" in caplog.text
+        group.submit(received(3), 10, "the callback", told.of(received(3)))  # the writer thread goes on
+        wait_until(lambda: told.calls == 3, what="a row submitted after it")
+    finally:
+        store.close()
+
+
+def test_close_returns_once_what_was_submitted_is_written_and_stops_the_writer_thread(tmp_path):
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    group = GroupCommit(store._write_gathered)
+    told = Told()
+    try:
+        for n in range(300):  # more than one transaction's MAX_ROWS
+            group.submit(received(n), 10, "the callback", told.of(received(n)))
+        writer = group._writer
+        group.close()
+        assert told.calls == 300 and store.counts()["pending"] == 300
+        assert not writer.is_alive()
+    finally:
+        store.close()

@@ -113,7 +113,7 @@ class PostgresStore(SqlStore):
         attempt = self._ATTEMPT_OF_SETTLED.format(settled="settled")
         return db.execute(f"WITH settled AS ({update} RETURNING id, attempts, state) {attempt}", values).rowcount == 1
 
-    def close(self):
+    def _close_connections(self):
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []

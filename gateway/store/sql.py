@@ -118,9 +118,15 @@ class SqlStore(ABC):
         if not lazy:
             self._ensure_prepared()
 
-    @abstractmethod
     def close(self):
-        """Close every connection of this store, for shutdown once its threads are done with it."""
+        """Close every connection of this store, for shutdown once its threads are done with it
+        (the group commit's own once the rows submitted to it are written)."""
+        self._outbox_writes.close()
+        self._close_connections()
+
+    @abstractmethod
+    def _close_connections(self):
+        """Close every connection of this store."""
 
     def health(self):
         """Raise StoreUnavailable, saying why, unless the store answers now. Writes nothing."""
@@ -451,6 +457,18 @@ class SqlStore(ABC):
         transaction, with one wait for the disk, rather than one each.
         """
         return functools.partial(self._outbox_writes.write, wait_s=wait_s, what=what)
+
+    def outbox_submitter(self, wait_s, what):
+        """``submit(row, on_done)`` for a caller that cannot wait: ``write_outbox`` of the row
+        in the same group commit, ``on_done(result, error)`` called once from another thread,
+        with StoreUnavailable if not written within ``wait_s`` (checked by ``expire_outbox_submissions``).
+        """
+        return functools.partial(self._outbox_writes.submit, wait_s=wait_s, what=what)
+
+    def expire_outbox_submissions(self):
+        """Tell each submitted row not written within its ``wait_s`` so (StoreUnavailable): often,
+        by whoever submits, since the thread that would tell it may be the one the store holds."""
+        self._outbox_writes.expire()
 
     def outbox_batch_writer(self, wait_s, what, linger_s=0.0):
         """``write_all(rows) -> results``: ``outbox_writer``'s for several rows at once, in

@@ -134,7 +134,7 @@ class SqliteStore(SqlStore):
                 with self._writing:
                     self._writer().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def close(self):
+    def _close_connections(self):
         with self._lock:
             self._closed = True
             for db in [*self._connections.values(), *filter(None, [self._writer_db])]:
