@@ -30,13 +30,17 @@ class AccessLog:
         try:
             return self.app(environ, recording_start_response)
         finally:
-            log.info(
-                "%s %s %s %.1f ms",
+            log_access(
                 environ.get("REQUEST_METHOD", "-"),
                 environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
                 status[-1] if status else "-",
-                (time.monotonic() - started) * 1000,
+                started,
             )
+
+
+def log_access(method, path, status, started):
+    """The access line of a request answered ``status`` (its code), begun at ``started`` (``time.monotonic()``)."""
+    log.info("%s %s %s %.1f ms", method, path, status, (time.monotonic() - started) * 1000)
 
 
 class _QuietRequestHandler(WSGIRequestHandler):

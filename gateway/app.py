@@ -5,6 +5,7 @@ from werkzeug.wrappers import Response
 
 from gateway.access import AccessLog
 from gateway.callbacks.delivery import DeliveryWorker
+from gateway.callbacks.loop_route import CallbackLoopRoute
 from gateway.callbacks.policy import ListenerPolicy
 from gateway.callbacks.receiver import CallbackReceiver
 from gateway.callbacks.registration import Registrar
@@ -51,7 +52,7 @@ class Gateway:
         ).start()
         runtime.registrar.registered = self._worker.wake
         mounts = {service_path(name): _endpoint(config, name, runtime) for name in SERVICES}
-        mounts[config.callbacks.path] = CallbackReceiver(
+        receiver = mounts[config.callbacks.path] = CallbackReceiver(
             runtime.store, runtime.registrar.gateway_credentials, config.callbacks.allowed_sources, self._worker
         )
         mounts["/healthz"] = healthz
@@ -61,6 +62,15 @@ class Gateway:
         # Behind nginx the client's address and URL (for the WSDL's soap:address) are in X-Forwarded-*.
         app = TrustedProxyFix(app, config.server.trusted_proxies)
         self._app = RequestIds(AccessLog(app))
+        # Under gunicorn (gateway.whole_requests), callbacks are served on the worker's event loop,
+        # unless one would wait: for the store (the credentials are not read yet), or for a sender.
+        self.loop_route = CallbackLoopRoute(
+            config.callbacks.path,
+            receiver,
+            config.server.trusted_proxies,
+            lambda: runtime.registrar.credentials_known() and not self._worker.behind(),
+            mounts,
+        )
 
     def __call__(self, environ, start_response):
         return self._app(environ, start_response)

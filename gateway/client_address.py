@@ -10,6 +10,7 @@ removed before the application sees them.
 import functools
 import ipaddress
 
+from werkzeug.http import parse_list_header
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 
@@ -27,6 +28,13 @@ class TrustedProxyFix:
         for name in [name for name in environ if name.startswith("HTTP_X_FORWARDED_")]:
             del environ[name]
         return self._app(environ, start_response)
+
+
+def client_of(peer, forwarded_for, trusted):
+    """The client's address: the last of ``forwarded_for`` (an X-Forwarded-For value, or None)
+    when ``peer`` is one of the ``trusted`` proxies, as TrustedProxyFix gives it; else ``peer``."""
+    values = parse_list_header(forwarded_for) if forwarded_for else []
+    return values[-1] if values and within(peer, trusted) else peer
 
 
 @functools.lru_cache(maxsize=1024)  # asked on every request; clients' addresses repeat

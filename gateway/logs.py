@@ -46,8 +46,7 @@ class RequestIds:
         self.app = app
 
     def __call__(self, environ, start_response):
-        incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        this_request = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
+        this_request = request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
         environ["gateway.request_id"] = this_request
 
         def start_response_with_id(status, headers, exc_info=None):
@@ -59,6 +58,11 @@ class RequestIds:
             return self.app(environ, start_response_with_id)
         finally:
             request_id.reset(token)
+
+
+def request_id_for(incoming):
+    """The id of a request whose client sent ``incoming`` as its X-Request-Id (``""``: none)."""
+    return incoming if _VALID_REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
 
 
 def configure(format="text", level="INFO", stream=None):

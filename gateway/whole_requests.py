@@ -31,6 +31,9 @@ one of its requests is done, over once it has a connection less. Then it
 accepts the connection itself if no other did, and, the others being as
 busy, accepts at once while it is as busy.
 
+An application may serve some requests on the loop instead, with no thread
+of their own (:class:`LoopRequest`): the gateway's callbacks.
+
 Pipelined requests (a second request sent before the first is answered) are
 not replayed: the connection is closed after the first one's answer, and
 HTTP clients send the rest again on a new connection.
@@ -43,6 +46,10 @@ import time
 from concurrent import futures
 from functools import partial
 
+from typing import NamedTuple
+
+from gunicorn import SERVER
+from gunicorn.util import http_date
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -77,6 +84,27 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HEARTBEAT_S = 1.0
 
 
+class LoopRequest(NamedTuple):
+    """A request received whole, for an application's loop route (``wsgi.loop_route``).
+
+    An application may serve some requests on the worker's event loop, with
+    no thread of their own: ones that need little CPU and then wait for
+    something another thread does (the callbacks' commit, shared with the
+    others received meanwhile). Its ``loop_route`` has ``takes(method,
+    target) -> bool``, ``serve(request, respond)`` and ``expire_overdue()``
+    (called at least once a second). ``serve`` must never block; it calls
+    ``respond(status, headers, body)`` (WSGI's status line and headers, the
+    body as bytes, Content-Length among the headers) once, then or later
+    from any thread.
+    """
+
+    method: str
+    target: str  # as the request line has it
+    fields: dict  # see RequestFramer.fields
+    body: bytes  # a chunked one joined
+    peer: str  # the connection's address
+
+
 class Refused(Exception):
     """The request cannot be taken: answered with ``status`` and closed."""
 
@@ -99,7 +127,11 @@ class RequestFramer:
         self._chunked = False
         self._scan = 0  # chunked: where the next chunk-size line starts
         self._body_bytes = 0
+        self._chunks = []  # chunked: each whole chunk's (start, end) in the request
         self.expects_continue = False
+        # Of the request line and head, once read: None if the line is not METHOD TARGET HTTP/1.x.
+        self.method = self.target = self.version = None
+        self.fields = {}  # lower-case name -> value (Latin-1 text), a repeated name's values joined by ", "
 
     def feed(self, data):
         if self._head_end is None:
@@ -118,8 +150,14 @@ class RequestFramer:
     def _read_head(self, head):
         if len(head) > MAX_HEAD_BYTES:
             raise Refused(431, "Request Header Fields Too Large")
-        for line in head.split(b"\r\n")[1:]:
+        lines = head.split(b"\r\n")
+        request_line = lines[0].decode("latin-1").split(" ")
+        if len(request_line) == 3 and request_line[2] in ("HTTP/1.1", "HTTP/1.0"):
+            self.method, self.target, self.version = request_line
+        for line in lines[1:]:
             name, _, value = line.partition(b":")
+            field, text = name.strip().lower().decode("latin-1"), value.strip().decode("latin-1")
+            self.fields[field] = f"{self.fields[field]}, {text}" if field in self.fields else text
             name, value = name.strip().lower(), value.strip().lower()
             if name == b"transfer-encoding" and b"chunked" in value:
                 self._chunked = True
@@ -160,7 +198,22 @@ class RequestFramer:
             if len(data) < chunk_end:
                 self._body_bytes -= size  # counted again when the chunk is whole
                 return None
+            self._chunks.append((line_end + 2, line_end + 2 + size))
             self._scan = chunk_end
+
+
+    def body(self, request):
+        """The body of ``request``, the whole request this framer found the end of (chunks joined)."""
+        if self._chunked:
+            return b"".join(request[start:end] for start, end in self._chunks)
+        return bytes(request[self._head_end:self._head_end + self._content_length])
+
+    def keeps_alive(self):
+        """Whether the client asks for the connection to be kept after the answer (HTTP/1.1's default)."""
+        connection = self.fields.get("connection", "").lower()
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in connection
+        return "close" not in connection
 
 
 class ReplayedSocket:
@@ -268,6 +321,8 @@ class WholeRequestWorker(ThreadWorker):
         super().init_process()
 
     def run(self):
+        # The requests the application serves on this loop, without a thread (see LoopRequest).
+        self._loop_route = getattr(self.wsgi, "loop_route", None)
         self.poller.close()  # gthread's, still empty
         self.poller = WakingSelector()
         super().run()
@@ -366,9 +421,43 @@ class WholeRequestWorker(ThreadWorker):
             del self._reading[conn]
         self._buffered -= len(conn.received)
         conn.pipelined = end < len(conn.received)
-        conn.sock.request = io.BytesIO(bytes(conn.received[:end]))
-        conn.received = bytearray()
+        request, conn.received = bytes(conn.received[:end]), bytearray()
+        if self._loop_route is not None and self._loop_route.takes(conn.framer.method, conn.framer.target):
+            return self._serve_on_loop(conn, request)
+        conn.sock.request = io.BytesIO(request)
         self.enqueue_req(conn)
+
+    def _serve_on_loop(self, conn, request):
+        """Give ``request`` to the application's loop route; its answer is written, and the
+        connection kept or closed, from whichever thread the route answers in."""
+        framer = conn.framer
+        served = futures.Future()
+        self._wrap_future(served, conn)  # kept alive or closed as a thread's request is, once answered
+        keep_alive = framer.keeps_alive() and not conn.pipelined
+        version = framer.version
+
+        def respond(status, headers, body):
+            keeps = keep_alive and self.alive and self.cfg.keepalive > 0
+            head = [f"{version} {status}\r\nServer: {SERVER}\r\nDate: {http_date()}\r\n"]
+            head.append("Connection: keep-alive\r\n" if keeps else "Connection: close\r\n")
+            head.extend(f"{name}: {value}\r\n" for name, value in headers)
+            answer = "".join(head).encode("latin-1") + b"\r\n" + body
+            try:
+                # Never blocking the thread that answers: a few hundred bytes, which a socket
+                # buffer takes whole unless the client has stopped reading (then it is closed).
+                keeps = conn.sock.raw.send(answer) == len(answer) and keeps
+            except OSError:
+                keeps = False
+            served.set_result((keeps, conn))
+
+        try:
+            self._loop_route.serve(
+                LoopRequest(framer.method, framer.target, framer.fields, framer.body(request), _peer(conn.client)), respond
+            )
+        except Exception:  # noqa: BLE001 - a request that fails must not end the worker's loop
+            self.log.exception("request from %s failed on the event loop", _peer(conn.client))
+            if not served.done():
+                respond("500 INTERNAL SERVER ERROR", [("Content-Length", "0")], b"")
 
     def handle_request(self, req, conn):
         conn.sock.hold_head()  # sent with the body's first write: see ReplayedSocket
@@ -383,6 +472,8 @@ class WholeRequestWorker(ThreadWorker):
 
     def murder_keepalived(self):
         super().murder_keepalived()
+        if self._loop_route is not None:
+            self._loop_route.expire_overdue()  # (called after every select, at least once a second)
         now = time.monotonic()
         deferral_s = self._deferral_s()  # (called after every select)
         if deferral_s < self._others_busy_s:

@@ -215,6 +215,11 @@ class DeliveryWorker:
             return None, None
         return self._id, now + self._lease_s
 
+    def behind(self):
+        """Whether HANDED_MAX entries handed over wait for the loop: a callback received
+        now would wait for room (see ``hand_off_claim``)."""
+        return len(self._handed) >= HANDED_MAX
+
     def stored(self, result):
         """The receiver stored a callback: ``result`` is its Delivery if the store claimed it
         for this worker (see ``hand_off_claim``), to send; else the worker claims it.

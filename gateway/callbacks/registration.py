@@ -68,6 +68,11 @@ class Registrar:
                 self._credentials = self._store.callback_credentials()
         return self._credentials
 
+    def credentials_known(self):
+        """Whether ``gateway_credentials()`` answers without the store now."""
+        settings = self._config.callbacks
+        return self._credentials is not None or bool(settings.username and settings.password)
+
     def receiver_url(self, account, service):
         return f"{self._config.callback_url()}/{quote(account, safe='')}/{quote(service, safe='')}"
 
