@@ -44,7 +44,7 @@ import io
 import selectors
 import time
 from concurrent import futures
-from functools import partial
+from functools import cached_property, partial
 
 from typing import NamedTuple
 
@@ -131,7 +131,7 @@ class RequestFramer:
         self.expects_continue = False
         # Of the request line and head, once read: None if the line is not METHOD TARGET HTTP/1.x.
         self.method = self.target = self.version = None
-        self.fields = {}  # lower-case name -> value (Latin-1 text), a repeated name's values joined by ", "
+        self._field_lines = []
 
     def feed(self, data):
         if self._head_end is None:
@@ -154,10 +154,9 @@ class RequestFramer:
         request_line = lines[0].decode("latin-1").split(" ")
         if len(request_line) == 3 and request_line[2] in ("HTTP/1.1", "HTTP/1.0"):
             self.method, self.target, self.version = request_line
-        for line in lines[1:]:
+        self._field_lines = lines[1:]
+        for line in self._field_lines:
             name, _, value = line.partition(b":")
-            field, text = name.strip().lower().decode("latin-1"), value.strip().decode("latin-1")
-            self.fields[field] = f"{self.fields[field]}, {text}" if field in self.fields else text
             name, value = name.strip().lower(), value.strip().lower()
             if name == b"transfer-encoding" and b"chunked" in value:
                 self._chunked = True
@@ -201,6 +200,17 @@ class RequestFramer:
             self._chunks.append((line_end + 2, line_end + 2 + size))
             self._scan = chunk_end
 
+
+    @cached_property
+    def fields(self):
+        """The head's fields, once read: lower-case name -> value (Latin-1 text), a repeated
+        name's values joined by ", ". Only a request served on the loop needs them."""
+        fields = {}
+        for line in self._field_lines:
+            name, _, value = line.partition(b":")
+            field, text = name.strip().lower().decode("latin-1"), value.strip().decode("latin-1")
+            fields[field] = f"{fields[field]}, {text}" if field in fields else text
+        return fields
 
     def body(self, request):
         """The body of ``request``, the whole request this framer found the end of (chunks joined)."""

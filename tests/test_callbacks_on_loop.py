@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import tempfile
 import time
 
 import pytest
@@ -20,10 +19,9 @@ import requests
 
 from gateway.store import PostgresStore, SqliteStore
 from tests.conftest import Gateway, Listener
-from tests.conftest_postgres import PostgresServer, postgres_bin_dir
 from tests.test_callbacks import ACCOUNT, THINGSPACE_PASSWORD, bridge, rest_callback
 from tests.test_delivery_faults import delivered_request_ids, wait_until
-from tests.test_store_outages import readiness, register_listener
+from tests.test_store_outages import postgres, readiness, register_listener  # noqa: F401 - postgres: a fixture
 
 pytestmark = pytest.mark.process
 
@@ -188,16 +186,6 @@ def test_a_callback_refused_on_the_loop_is_answered_with_its_reason_and_its_id_a
 
 
 # -- a store that hangs ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def postgres(tmp_path):
-    bin_dir = postgres_bin_dir()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries here")
-    server = PostgresServer(bin_dir, tempfile.mkdtemp(prefix="m2m-gateway-hang-")).start()
-    yield server
-    server.stop()
 
 
 def postgres_processes(server):
